@@ -1,0 +1,45 @@
+# sweepd — every target sets up what it needs; `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# CPU build by default (this machine ships it; no multi-GB CUDA download). On a GPU machine:
+#   make setup TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+STAMP := $(VENV)/.sweepd-installed
+export SWEEPD_HOME ?= $(CURDIR)/.sweepd
+# DeepSpeed picks its accelerator itself; on a CPU-only machine make that explicit.
+export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
+
+.PHONY: setup demo test test-fast bench data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip==26.3" "wheel" "setuptools>=68"
+	$(PIP) install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	# DeepSpeed ships as an sdist that needs torch at build time: build it against ours.
+	DS_BUILD_OPS=0 $(PIP) install -q --no-build-isolation -c constraints.txt deepspeed
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+data: setup
+	$(PY) -m trainer make-data data/builtin
+
+demo: setup data
+	$(PY) -m trainer run examples/trial_demo.yaml --metrics-out runs/demo/metrics.jsonl
+
+test: setup
+	bash scripts/run_tests.sh
+
+test-fast: setup
+	$(PY) -m pytest -x -q -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/trainer_throughput.py
+
+clean:
+	rm -rf $(VENV) .sweepd runs data test-artifacts .pgdata

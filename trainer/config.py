@@ -1,0 +1,164 @@
+"""The trial config: one YAML file describes one fine-tuning run.
+
+Validation lives here (pydantic v2) so that the trainer CLI and the sweep engine reject the same
+bad values with the same messages. Every model forbids unknown fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEDULERS = ("constant", "linear", "cosine")
+BUILTIN_MODELS = ("builtin:tiny",)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(Strict):
+    path: str = Field(description="builtin:tiny, or a Hugging Face model directory on disk")
+
+    @model_validator(mode="after")
+    def _known_builtin(self) -> "ModelConfig":
+        if self.path.startswith("builtin:") and self.path not in BUILTIN_MODELS:
+            raise ValueError(f"unknown builtin model {self.path!r}; known: {', '.join(BUILTIN_MODELS)}")
+        return self
+
+
+class DataFile(Strict):
+    path: str
+    phase: Annotated[int, Field(ge=1)] = 1
+
+
+class DataConfig(Strict):
+    train: Annotated[list[DataFile], Field(min_length=1)]
+    eval: list[DataFile] = []
+    max_seq_len: Annotated[int, Field(ge=8, le=131072)] = 512
+    strategy: Literal["stacked", "phased"] = "stacked"
+    lenient: bool = Field(False, description="skip bad lines (and report them) instead of failing")
+
+
+class HParams(Strict):
+    effective_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 32
+    learning_rate: Annotated[float, Field(gt=0, le=1.0)] = 2e-5
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+
+
+class Budget(Strict):
+    max_steps: Annotated[int, Field(ge=1)] | None = None
+    max_samples: Annotated[int, Field(ge=1)] | None = None
+    epochs: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Budget":
+        given = [k for k in ("max_steps", "max_samples", "epochs") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of max_steps, max_samples, epochs"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class Resources(Strict):
+    num_workers: Annotated[int, Field(ge=1, le=512)] = 1
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    micro_batch_tokens: int | Literal["auto"] = "auto"
+    micro_batch_size: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="samples per micro-batch; when set it replaces token-based packing limits"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _positive_tokens(self) -> "Resources":
+        if isinstance(self.micro_batch_tokens, int) and self.micro_batch_tokens < 8:
+            raise ValueError(f"micro_batch_tokens must be 'auto' or >= 8, got {self.micro_batch_tokens}")
+        return self
+
+
+class OptimizerConfig(Strict):
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    grad_clip: Annotated[float, Field(ge=0)] = 1.0
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+
+
+class EvalConfig(Strict):
+    every_steps: Annotated[int, Field(ge=1)] | None = None
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 32
+    max_items: Annotated[int, Field(ge=1)] | None = None
+
+
+class TrialConfig(Strict):
+    model: ModelConfig
+    data: DataConfig
+    hparams: HParams = HParams()
+    budget: Budget = Budget(max_steps=100)
+    resources: Resources = Resources()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    eval: EvalConfig = EvalConfig()
+    seed: int = 0
+    output_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _batch_fits_workers(self) -> "TrialConfig":
+        if self.hparams.effective_batch_size < self.resources.num_workers:
+            raise ValueError(
+                f"hparams.effective_batch_size ({self.hparams.effective_batch_size}) must be at least "
+                f"resources.num_workers ({self.resources.num_workers})"
+            )
+        return self
+
+
+class ConfigError(Exception):
+    """A user's mistake in a trial config: printed as is, never as a traceback."""
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    lines = [f"{source}: {err.error_count()} problem(s)"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        got = e.get("input")
+        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_trial_config(raw: object, source: str = "config", base_dir: Path | None = None) -> TrialConfig:
+    """Validate a mapping; relative data paths resolve against base_dir (the YAML's folder)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        cfg = TrialConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+    if base_dir is not None:
+        for f in [*cfg.data.train, *cfg.data.eval]:
+            p = Path(f.path)
+            if not p.is_absolute():
+                f.path = str((base_dir / p).resolve())
+    return cfg
+
+
+def load_trial_config(path: str | Path) -> TrialConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_trial_config(raw, str(path), base_dir=Path.cwd())
