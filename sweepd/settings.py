@@ -1,0 +1,51 @@
+"""Settings from the environment, prefix SWEEPD_ (pydantic-settings).
+
+SWEEPD_HOME         artifacts, Ray storage, the default SQLite file (default: ./.sweepd)
+SWEEPD_DATABASE_URL SQLAlchemy URL (default: sqlite:///$SWEEPD_HOME/sweepd.db)
+SWEEPD_RAY_ADDRESS  a Ray cluster to run on; unset means a local Ray started on demand
+SWEEPD_DATA_ROOTS   os.pathsep-separated folders that spec data and model paths must resolve inside
+                    (default: the current directory and SWEEPD_HOME)
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing import Annotated
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWEEPD_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.cwd() / ".sweepd")
+    database_url: str | None = None
+    ray_address: str | None = None
+    data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    public_read: bool = False
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p for p in v.split(os.pathsep) if p.strip()]
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'sweepd.db').resolve()}"
+
+    @property
+    def resolved_data_roots(self) -> list[Path]:
+        roots = self.data_roots or [Path.cwd(), self.home]
+        return [Path(r).expanduser().resolve() for r in roots]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
