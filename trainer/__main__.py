@@ -1,0 +1,74 @@
+"""`python -m trainer run TRIAL.yaml --metrics-out FILE.jsonl` and `python -m trainer make-data DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_trial_config
+
+    try:
+        cfg = load_trial_config(args.trial)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if cfg.resources.num_workers > 1 and "RANK" not in os.environ:
+        from .distributed import launch_local
+
+        return launch_local(cfg.resources.num_workers, sys.argv[1:])
+
+    from .data import DataError
+    from .loop import TrialError, run_trial
+    from .models import ModelLoadError
+    from .reporting import JsonlReporter, StopFlag
+
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop.request)
+    signal.signal(signal.SIGINT, stop.request)
+    out = args.metrics_out if os.environ.get("RANK", "0") == "0" else os.devnull
+    reporter = JsonlReporter(out, stop=stop)
+    try:
+        result = run_trial(cfg, reporter)
+    except (TrialError, DataError, ModelLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if os.environ.get("RANK", "0") == "0":
+        shown = {k: v for k, v in result.items() if k != "by_domain"}
+        print(json.dumps(shown))
+    return 0 if result["status"] in ("completed", "stopped") else 3
+
+
+def _cmd_make_data(args: argparse.Namespace) -> int:
+    from .synthetic import make_data
+
+    try:
+        summary = make_data(args.dir, seed=args.seed)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in summary.items() if k == "files"}, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer", description="Run one SFT trial.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run one trial from a YAML file")
+    r.add_argument("trial")
+    r.add_argument("--metrics-out", default="metrics.jsonl", help="JSONL: one line per step, then a final line")
+    r.set_defaults(fn=_cmd_run)
+    d = sub.add_parser("make-data", help="write the built-in synthetic instruction set")
+    d.add_argument("dir")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=_cmd_make_data)
+    args = p.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
