@@ -17,7 +17,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if cfg.resources.num_workers > 1 and "RANK" not in os.environ:
+    if cfg.resources.num_workers > 1 and not os.environ.get("SWEEPD_TRAINER_WORKER"):
         from .distributed import launch_local
 
         return launch_local(cfg.resources.num_workers, sys.argv[1:])

@@ -41,21 +41,26 @@ def setup(requested_device: str = "auto") -> DistInfo:
     """Join (or create) the process group; a lone process becomes a world of one."""
     import torch.distributed as dist
 
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    if "MASTER_PORT" not in os.environ:
-        os.environ["MASTER_PORT"] = str(free_port())
+    defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": os.environ.get("RANK", "0"),
+                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    added = [k for k in defaults if k not in os.environ]
+    for k in added:
+        os.environ[k] = defaults[k]
     local_rank = int(os.environ["LOCAL_RANK"])
     device = pick_device(requested_device, local_rank)
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
-    if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
-                                   verbose=False)
+    try:
+        if not dist.is_initialized():
+            deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
+                                       verbose=False)
+    finally:
+        # A lone process made up its rendezvous port; a child process must not inherit it.
+        for k in ("MASTER_ADDR", "MASTER_PORT"):
+            if k in added:
+                os.environ.pop(k, None)
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, device=device)
 
 
@@ -64,7 +69,7 @@ def launch_local(num_workers: int, argv: list[str]) -> int:
     port = str(free_port())
     procs = []
     for rank in range(num_workers):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(num_workers),
+        env = dict(os.environ, SWEEPD_TRAINER_WORKER="1", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(num_workers),
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
         procs.append(subprocess.Popen([sys.executable, "-m", "trainer", *argv], env=env))
     try:

@@ -72,6 +72,14 @@ def grad_norm_stage0(model) -> float:
     return math.sqrt(sq.item())
 
 
+def _any_rank(flag: bool, world: int) -> bool:
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item() > 0
+
+
 def _finite(x: float) -> bool:
     return not (math.isnan(x) or math.isinf(x))
 
@@ -157,8 +165,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict:
             g = engine.get_global_grad_norm()
             gnorm = float(g) if g is not None else float("nan")
 
-        stop_local = 1.0 if rep.should_stop() else 0.0
-        totals = torch.tensor([local_sum, float(local_tokens), stop_local], dtype=torch.float64)
+        totals = torch.tensor([local_sum, float(local_tokens)], dtype=torch.float64)
         if info.world > 1:
             dist.all_reduce(totals)
         loss = totals[0].item() / max(1, plan.global_loss_tokens)
@@ -172,7 +179,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict:
         if not (_finite(loss) and _finite(gnorm)):
             status, reason = "diverged", f"non-finite {'loss' if not _finite(loss) else 'grad norm'} at step {done_steps}"
             break
-        if totals[2].item() > 0:
+        if _any_rank(rep.should_stop(), info.world):
             status, reason = "stopped", f"stop requested after step {done_steps}"
             break
         if cfg.eval.every_steps and done_steps % cfg.eval.every_steps == 0 and done_steps < steps:
