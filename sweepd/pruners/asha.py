@@ -1,0 +1,81 @@
+"""ASHA: asynchronous successive halving on an early-training signal.
+
+Rungs sit at grace * reduction_factor**k on the time axis (samples seen by default, comparable
+across batch sizes), below max_t. The first report at or past a rung records the trial's
+smoothed inputs there and judges it against every score recorded at that rung so far:
+
+- fewer than ceil(reduction_factor) scores recorded (this one included): continue, undecided;
+- otherwise the top k = floor(n / reduction_factor) continue (k >= 1), as in the ASHA paper
+  and Optuna's SuccessiveHalvingPruner. The cut-off is the k-th best score, and a score equal
+  to it continues: ties are resolved in the trial's favour.
+
+A report that crosses several rungs at once is judged at each, in order, until one stops it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sweepd.pruners.base import ordinal
+from sweepd.pruners.rungs import RungPruner, Verdict, _positive
+
+
+class ASHAPruner(RungPruner):
+    name = "asha"
+    _rung_keys = ("grace", "reduction_factor", "time_attr", "max_t")
+
+    def __init__(
+        self,
+        signal: str = "grad_norm",
+        grace: float = 1024,
+        reduction_factor: float = 3,
+        time_attr: str = "samples",
+        max_t: float | None = None,
+        window: int = 5,
+        smooth: str = "median",
+        metric: str = "eval_loss",
+        mode: str = "min",
+        min_completed: int = 4,
+    ):
+        _positive("reduction_factor", reduction_factor)
+        if reduction_factor <= 1:
+            raise ValueError(f"reduction_factor must be greater than 1, got {reduction_factor!r}")
+        self.reduction_factor = reduction_factor
+        super().__init__(
+            signal=signal, grace=grace, time_attr=time_attr, max_t=max_t, window=window,
+            smooth=smooth, metric=metric, mode=mode, min_completed=min_completed,
+        )  # fmt: skip
+
+    def rung_time(self, index: int) -> float:
+        return self.grace * self.reduction_factor**index
+
+    @property
+    def needed(self) -> int:
+        return math.ceil(self.reduction_factor)
+
+    def config(self):
+        return {**super().config(), "reduction_factor": self.reduction_factor}
+
+    def _judge(self, trial_id, scores, what):
+        n, score = len(scores), scores[trial_id]
+        rank = 1 + sum(s < score for s in scores.values())
+        if n < self.needed:
+            sentence = (
+                f"only {n} score{'s' if n != 1 else ''} recorded at this rung, "
+                f"fewer than {self.needed} needed to decide"
+            )
+            return Verdict(stop=False, rank=rank, keep=None, cutoff=None, sentence=sentence)
+        keep = max(1, math.floor(n / self.reduction_factor + 1e-9))  # float eta: 6/1.2 etc.
+        cutoff = sorted(scores.values())[keep - 1]
+        tied = sum(s == score for s in scores.values()) > 1
+        sentence = (
+            f"{what} is {ordinal(rank)}{' (tied)' if tied else ''} of {n} at this rung; "
+            f"the top {keep} continue{'s' if keep == 1 else ''}"
+        )
+        return Verdict(stop=score > cutoff, rank=rank, keep=keep, cutoff=cutoff, sentence=sentence)
+
+    def describe(self) -> str:
+        return (
+            f"ASHA on {self.signal_name}: rungs at {self.grace:,} {self.time_attr} "
+            f"x{self.reduction_factor}, top 1/{self.reduction_factor} continue"
+        )

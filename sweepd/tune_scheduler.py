@@ -1,0 +1,149 @@
+"""A thin Ray Tune ``TrialScheduler`` around a pure pruner (``sweepd.pruners``).
+
+It feeds every result to the pruner, answers CONTINUE/STOP, hands each explained ``Decision``
+to ``on_decision`` (the engine stores them), and keeps the pruner's state across a resume:
+
+- ``save(path)`` / ``restore(path)`` write and read the pruner's ``state_dict`` as JSON;
+- with ``state_path``, the state is written there (temp file + rename) after every decision and
+  completion, and read back on first use. Ray 2.x never checkpoints a scheduler itself: on
+  ``Tuner.restore`` it unpickles the scheduler as it was when the sweep *started*, so this file
+  is what lets a resumed sweep keep its rungs. Use one path per sweep.
+
+``on_decision`` is pickled with the scheduler into the experiment's ``tuner.pkl`` (it cannot be
+passed again on ``Tuner.restore``), so make it a picklable callable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.result import DEFAULT_METRIC
+from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
+
+from sweepd.pruners import Decision, Pruner, make_pruner
+
+logger = logging.getLogger(__name__)
+
+
+class EarlySignalScheduler(FIFOScheduler):
+    # A STOP must act on the report it was decided on, not on a later buffered one.
+    _supports_buffered_results = False
+
+    def __init__(
+        self,
+        pruner: Pruner | Mapping[str, Any] | Any,  # a Pruner, or a spec for make_pruner
+        *,
+        metric: str | None = None,
+        mode: str | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
+        state_path: str | os.PathLike | None = None,
+    ):
+        if mode is not None and mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        super().__init__()
+        self.pruner = pruner if isinstance(pruner, Pruner) else make_pruner(pruner)
+        self._metric, self._mode = metric, mode
+        self.on_decision = on_decision
+        self.state_path = Path(state_path) if state_path is not None else None
+        self._state_loaded = False  # pickled as False into tuner.pkl: a restore reloads
+        self._num_stopped = 0
+        self.pruner.set_objective(metric, mode)
+
+    # ---- Ray's search-property handshake ----------------------------------------------------
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
+        # Refuse (Ray then raises) only when Tune's metric/mode contradict ours.
+        if (self._metric and metric and metric != self._metric) or (
+            self._mode and mode and mode != self._mode
+        ):
+            return False
+        self._metric = metric or self._metric or DEFAULT_METRIC
+        self._mode = mode or self._mode
+        named = self._metric if self._metric != DEFAULT_METRIC else None
+        self.pruner.set_objective(named, self._mode)
+        return True
+
+    # ---- trial events -----------------------------------------------------------------------
+
+    def on_trial_add(self, tune_controller, trial: Trial):
+        self._ensure_loaded()
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        self._ensure_loaded()
+        decisions = self.pruner.on_result_all(trial.trial_id, result)
+        for decision in decisions:
+            self._emit(decision)
+        if not decisions:
+            return TrialScheduler.CONTINUE
+        self._autosave()
+        if decisions[-1].stop:
+            self._num_stopped += 1
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict):
+        # Ray calls this for the trials we stopped too: the pruner ignores their "objective".
+        self._ensure_loaded()
+        objective = result.get(self._metric) if self._metric and result else None
+        self.pruner.on_trial_complete(trial.trial_id, objective)
+        self._autosave()
+
+    def on_trial_error(self, tune_controller, trial: Trial):
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller, trial: Trial):
+        self._ensure_loaded()
+        self.pruner.on_trial_remove(trial.trial_id)
+        self._autosave()
+
+    def debug_string(self) -> str:
+        return f"Using {self.pruner.describe()}: {self._num_stopped} trials stopped."
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def save(self, checkpoint_path: str):
+        _write_json(Path(checkpoint_path), self.pruner.state_dict())
+
+    def restore(self, checkpoint_path: str):
+        self.pruner.load_state_dict(json.loads(Path(checkpoint_path).read_text()))
+        self._state_loaded = True
+
+    def _ensure_loaded(self) -> None:
+        if not self._state_loaded:
+            self._state_loaded = True
+            if self.state_path is not None and self.state_path.exists():
+                self.restore(str(self.state_path))
+                logger.info("pruner state restored from %s", self.state_path)
+
+    def _autosave(self) -> None:
+        if self.state_path is not None:
+            self.save(str(self.state_path))
+
+    def _emit(self, decision: Decision) -> None:
+        logger.info("trial %s: %s", decision.trial_id, decision.reason)
+        if self.on_decision is None:
+            return
+        try:
+            self.on_decision(decision)
+        except Exception:  # a storage hiccup must not take the sweep down
+            logger.exception("on_decision failed for %s", decision.trial_id)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write to a temp file in the same folder, then rename: never a half-written state."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,113 @@
+"""The Ray Tune adapter: a real (short) Tune run, and the scheduler's state across a resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray import tune  # noqa: E402
+
+from sweepd.pruners import ASHAPruner, make_pruner  # noqa: E402
+from sweepd.tune_scheduler import EarlySignalScheduler  # noqa: E402
+
+SPEC = {"type": "asha", "signal": "grad_norm", "grace": 256, "reduction_factor": 2,
+        "max_t": 1024, "window": 3}  # fmt: skip  rungs at 256 and 512 samples
+# Run one after another (so the expected verdicts do not depend on timing):
+#   t1 is 2nd of 2 at 256 -> stopped; t3 is 2nd of 3 at 512 -> stopped; t4 is last at 256.
+GRAD_NORMS = [1.0, 2.0, 0.5, 0.8, 3.0]
+EXPECTED_STOP = {1: 256, 3: 512, 4: 256}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+class Record:
+    """A picklable on_decision callback (it travels in tuner.pkl)."""
+
+    def __init__(self):
+        self.decisions = []
+
+    def __call__(self, decision):
+        self.decisions.append(decision)
+
+
+def test_tune_run_stops_the_trials_the_pruner_rejects(ray_local, tmp_path, monkeypatch):
+    # The objective arrives only in the final report; Tune's strict check wants it in every one.
+    monkeypatch.setenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+
+    def trainable(config):  # nested: shipped to the workers by value
+        from ray import tune
+
+        for step in range(1, 9):
+            result = {"step": step, "samples": step * 128, "loss": 2.0,
+                      "grad_norm": config["grad_norm"]}  # fmt: skip
+            if step == 8:
+                result["eval_loss"] = config["grad_norm"]
+            tune.report(result)
+
+    record = Record()
+    state_path = tmp_path / "pruner_state.json"
+    scheduler = EarlySignalScheduler(SPEC, on_decision=record, state_path=state_path)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"grad_norm": tune.grid_search(GRAD_NORMS)},
+        tune_config=tune.TuneConfig(
+            metric="eval_loss", mode="min", scheduler=scheduler, max_concurrent_trials=1,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="prune", verbose=0),
+    )
+    results = tuner.fit()
+    assert not results.errors
+
+    last_samples = {
+        GRAD_NORMS.index(r.config["grad_norm"]): r.metrics["samples"] for r in results
+    }
+    expected = {i: EXPECTED_STOP.get(i, 1024) for i in range(len(GRAD_NORMS))}
+    assert last_samples == expected  # stopped trials report nothing after their rung
+
+    stops = [d for d in record.decisions if d.stop]
+    assert sorted(d.rung_time for d in stops) == [256, 256, 512]
+    assert all(d.reason.startswith("stopped at ") for d in stops)
+
+    # Tune's metric reached the pruner, and only the trials that finished taught it anything.
+    assert scheduler.pruner.metric == "eval_loss"
+    state = json.loads(state_path.read_text())
+    assert sorted(state["finals"].values()) == [0.5, 1.0]
+    assert [len(rung) for rung in state["rungs"]] == [5, 3]
+
+    # A fresh scheduler (what Tuner.restore unpickles) picks the rungs up from state_path.
+    resumed = EarlySignalScheduler(SPEC, state_path=state_path)
+    resumed.on_trial_add(None, None)
+    assert resumed.pruner.state_dict() == scheduler.pruner.state_dict()
+
+
+def test_save_restore_and_search_properties(tmp_path):
+    class FakeTrial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    scheduler = EarlySignalScheduler(ASHAPruner(grace=100, reduction_factor=2, max_t=1000))
+    assert scheduler.set_search_properties("eval_acc", "max")
+    assert scheduler.pruner.metric == "eval_acc" and scheduler.pruner.mode == "max"
+    assert scheduler.set_search_properties("eval_acc", "max")  # the same again is fine
+    assert not scheduler.set_search_properties("eval_loss", "min")  # a contradiction is not
+
+    a, b = FakeTrial("a"), FakeTrial("b")
+    assert scheduler.on_trial_result(None, a, {"samples": 100, "grad_norm": 1.0}) == "CONTINUE"
+    scheduler.save(str(tmp_path / "state.json"))
+    other = EarlySignalScheduler(make_pruner({"type": "asha", "grace": 100,
+                                              "reduction_factor": 2, "max_t": 1000}))  # fmt: skip
+    other.restore(str(tmp_path / "state.json"))
+    for sched in (scheduler, other):
+        assert sched.on_trial_result(None, b, {"samples": 100, "grad_norm": 2.0}) == "STOP"
+    assert "1 trials stopped" in other.debug_string()
+
+    with pytest.raises(ValueError, match="mode must be 'min' or 'max', got 'down'"):
+        EarlySignalScheduler({"type": "none"}, mode="down")
