@@ -1,0 +1,1 @@
+"""The sweep engine: Ray Tune + Optuna over trainer runs, recorded in the store."""

@@ -1,0 +1,86 @@
+"""One sweep, driven to the end: Ray Tune + Optuna + the early-signal scheduler + the store.
+
+`run_sweep` is what `sweepd run` and the service's controllers call. It is safe to call again for
+the same sweep after the driver died: Ray Tune's experiment state (the searcher's pickled study and
+trial table) and the scheduler's state file let it continue; finished trials are not rerun, and the
+recorder's idempotent writes mean replayed results add no duplicate rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from sweepd.engine.recorder import DecisionWriter, StoreRecorder
+from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
+from sweepd.engine.trainable import run_trial_in_tune
+from sweepd.spec import SweepSpec
+from sweepd.tune_scheduler import EarlySignalScheduler
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # The objective arrives only in a trial's final result (see trainable.py), by design.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 num_cpus=os.cpu_count())
+
+
+def experiment_dir(home: Path, sweep_id: str) -> Path:
+    return Path(home).resolve() / "ray" / f"sweep-{sweep_id}"
+
+
+def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path) -> tune.TuneConfig:
+    metric, mode = spec.objective.metric, spec.objective.mode
+    grid = spec.grid_space() if spec.search.algorithm == "grid" else None
+    searcher = SweepOptunaSearch(
+        sampler=make_sampler(spec.search.algorithm, spec.search.seed, grid),
+        storage=optuna_storage(db_url), study_name=f"sweepd-{sweep_id}",
+        metric=metric, mode=mode, intermediate_key="loss", time_attr=spec.pruner.time_attr,
+    )
+    pruner_cfg = spec.pruner_config()
+    scheduler = EarlySignalScheduler(pruner_cfg, metric=metric, mode=mode,
+                                     on_decision=DecisionWriter(db_url, sweep_id),
+                                     state_path=experiment_dir(home, sweep_id) / "pruner_state.json")
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials_to_run(),
+                           max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True)
+
+
+def _trainable(spec: SweepSpec):
+    res = spec.resources
+    fn = tune.with_parameters(run_trial_in_tune, spec_json=spec.model_dump_json())
+    return tune.with_resources(fn, {"cpu": res.cpus_per_worker * res.workers_per_trial,
+                                    "gpu": res.gpus_per_worker * res.workers_per_trial})
+
+
+def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_address: str | None = None) -> None:
+    """Runs (or resumes) the sweep until every trial has finished. State goes to the store."""
+    ensure_ray(ray_address)
+    exp = experiment_dir(home, sweep_id)
+    exp.parent.mkdir(parents=True, exist_ok=True)
+    trainable = _trainable(spec)
+    recorder = StoreRecorder(db_url, sweep_id)
+    if tune.Tuner.can_restore(str(exp)):
+        log.info("resuming sweep %s from %s", sweep_id, exp)
+        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        run_config = tune.RunConfig(
+            name=exp.name, storage_path=str(exp.parent), verbose=0, callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        )
+        tuner = tune.Tuner(trainable, param_space=spec.to_tune_space(),
+                           tune_config=_tune_config(spec, db_url, sweep_id, home), run_config=run_config)
+    tuner.fit()

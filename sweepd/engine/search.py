@@ -1,0 +1,59 @@
+"""Optuna under Ray Tune, with the study kept in sweepd's own database (optuna-dashboard opens it).
+
+Ray's OptunaSearch expects the objective in every result and would record a stopped trial with its
+last partial value. Ours reports the training loss at each samples-seen point as the intermediate
+value and leaves the objective to the final result, so a pruned trial is PRUNED with its curve.
+"Finished" means the result carries the trainer's final marker; anything else was stopped.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from sweepd.engine.trainable import FINAL_MARKER
+
+
+class SweepOptunaSearch(OptunaSearch):
+    def __init__(self, *args, intermediate_key: str = "loss", time_attr: str = "samples", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._intermediate_key = intermediate_key
+        self._time_attr = time_attr
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        value, at = result.get(self._intermediate_key), result.get(self._time_attr)
+        if value is not None and at is not None:
+            self._ot_trials[trial_id].report(float(value), int(at))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        finished = bool(result) and result.get(FINAL_MARKER) is not None
+        value = result.get(self._metric) if finished else None
+        if error or (finished and value is None):
+            state = TrialState.FAIL  # crashed, or diverged: no objective to learn from
+        elif not finished:
+            state = TrialState.PRUNED
+        else:
+            state = TrialState.COMPLETE
+        self._ot_study.tell(self._ot_trials[trial_id], value if state == TrialState.COMPLETE else None, state=state)
+        self._completed_trials.add(trial_id)
+
+
+def make_sampler(algorithm: str, seed: int, grid: dict[str, list] | None = None) -> optuna.samplers.BaseSampler:
+    if algorithm == "tpe":
+        # few startup trials: sweeps here are small; TPE must get a chance to act
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+    if algorithm == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if algorithm == "grid":
+        return optuna.samplers.GridSampler(grid or {}, seed=seed)
+    raise ValueError(f"search.algorithm: unknown algorithm {algorithm!r}")
+
+
+def optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
+    kwargs = {"connect_args": {"timeout": 60}} if database_url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(database_url, engine_kwargs=kwargs)

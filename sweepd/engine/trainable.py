@@ -1,0 +1,48 @@
+"""A trial as a Ray Tune function trainable: the trainer with a Tune reporter.
+
+Every optimizer step is reported (the pruner decides on them); the objective metrics are reported
+in the final result, which alone carries FINAL_MARKER: a trial that ends without it was stopped,
+and Optuna records it as PRUNED rather than COMPLETE with a partial value (see search.py), even
+when its last report was an interim evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ray import tune
+
+FINAL_MARKER = "final_status"
+
+
+class TuneReporter:
+    """trainer.reporting.Reporter that forwards to ray.tune.report."""
+
+    def step(self, metrics: dict) -> None:
+        tune.report({k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)})
+
+    def final(self, result: dict) -> None:
+        flat = {k: v for k, v in result.items() if not isinstance(v, dict) and v is not None}
+        flat[FINAL_MARKER] = result["status"]
+        if result.get("status") == "diverged":  # no objective for a diverged trial
+            flat = {k: v for k, v in flat.items() if k in ("status", "steps", "samples", "tokens", "seconds",
+                                                            "reason", FINAL_MARKER)}
+        tune.report(flat)
+
+    def should_stop(self) -> bool:
+        return False  # Ray Tune stops the trial itself
+
+
+def run_trial_in_tune(params: dict, *, spec_json: str) -> None:
+    """The function Ray Tune runs for each trial; `params` are the sampled hyperparameters."""
+    import torch
+
+    from sweepd.spec import SweepSpec
+    from trainer.loop import run_trial
+
+    spec = SweepSpec.model_validate_json(spec_json)
+    cpus = spec.resources.cpus_per_worker
+    torch.set_num_threads(max(1, int(cpus)))
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    cfg = spec.trial_config(params)
+    run_trial(cfg, TuneReporter())
