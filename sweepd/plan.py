@@ -1,0 +1,291 @@
+"""The resolved plan of a sweep: what ``sweepd validate SPEC`` prints.
+
+``describe_plan(spec)`` returns a JSON-ready dict:
+
+- ``space``: each key, the trial-config field it sets, its domain in words;
+- ``batches``: per effective batch size the sweep can use: workers x samples per worker per
+  step x micro-batches per step, the micro-batch token budget (or the fixed micro_batch_size),
+  optimizer steps per trial at full budget, samples and estimated tokens per trial, and the step
+  at which each rung is reached. Micro-batches are estimated from the mean tokenized length of
+  up to 500 train lines (the model's own tokenizer) unless ``micro_batch_size`` fixes them;
+- ``pruner``: the rung schedule on its time axis (samples or steps);
+- ``compute``: the maximum a sweep can spend: planned trials x the largest full budget, in
+  samples and estimated tokens (no pruning at all).
+
+``validate_command(path)`` is what the CLI calls: ``(0, plan text)`` or ``(2, every error)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from sweepd.spec import Capacity, SpecError, SweepSpec, load_spec
+
+SAMPLE_LINES = 500
+
+
+def _tokenizer(model_path: str):
+    """(ChatTokenizer, None) or (None, why not); never downloads anything."""
+    from trainer.data import ChatTokenizer
+
+    if model_path == "builtin:tiny":
+        from trainer.models import build_tiny_tokenizer
+
+        return ChatTokenizer(build_tiny_tokenizer()), None
+    if not Path(model_path).is_dir():
+        return None, f"cannot load the tokenizer: {model_path!r} is not a folder here"
+    try:
+        from transformers import AutoTokenizer
+
+        from trainer.models import FALLBACK_CHAT_TEMPLATE
+
+        tok = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    except Exception as err:  # a missing or unreadable model folder: the plan says so
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return None, f"cannot load the tokenizer of {model_path!r}: {first}"
+    if not tok.chat_template:
+        tok.chat_template = FALLBACK_CHAT_TEMPLATE
+    return ChatTokenizer(tok), None
+
+
+def measure_samples(spec: SweepSpec, limit: int = SAMPLE_LINES) -> dict[str, Any]:
+    """Mean tokenized length of up to ``limit`` train lines (the first ones, file by file)."""
+    chat, why = _tokenizer(spec.model.path)
+    if chat is None:
+        return {"mean_tokens": None, "measured": 0, "note": why}
+    lengths: list[int] = []
+    skipped = 0
+    for f in spec.data.train:
+        try:
+            fh = open(f.path, encoding="utf-8")
+        except OSError as err:
+            return {"mean_tokens": None, "measured": 0, "note": f"cannot read {f.path}: {err.strerror}"}
+        with fh:
+            for line in fh:
+                if len(lengths) + skipped >= limit:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    ids, _ = chat.encode(json.loads(line)["messages"])
+                    lengths.append(len(ids))
+                except Exception:  # a bad line: the trainer reports it; here it is just not counted
+                    skipped += 1
+        if len(lengths) + skipped >= limit:
+            break
+    if not lengths:
+        return {"mean_tokens": None, "measured": 0, "note": "no readable train lines"}
+    out = {"mean_tokens": round(sum(lengths) / len(lengths), 1), "measured": len(lengths), "note": None}
+    if skipped:
+        out["note"] = f"{skipped} unreadable line(s) not counted"
+    return out
+
+
+def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES) -> dict[str, Any]:
+    from sweepd.pruners import make_pruner
+    from trainer.batching import DEFAULT_MICRO_BATCH_TOKENS
+
+    res = spec.resources
+    workers = res.workers_per_trial
+    n_train = spec.train_samples()
+    measured = measure_samples(spec, sample_limit)
+    mean = measured["mean_tokens"]
+
+    mbt_values = spec.candidates("resources.micro_batch_tokens")
+    mbt = mbt_values[0] if mbt_values else res.micro_batch_tokens
+    mbs_values = spec.candidates("resources.micro_batch_size")
+    mbs = mbs_values[0] if mbs_values else res.micro_batch_size
+    token_budget = DEFAULT_MICRO_BATCH_TOKENS if mbt in (None, "auto") else int(mbt)
+
+    # rungs
+    pcfg = spec.pruner_config()
+    pruner_info: dict[str, Any] = {"type": spec.pruner.type}
+    rungs: list[float] = []
+    if spec.pruner.type != "none":
+        max_t = pcfg["max_t"]
+        pruner = make_pruner(pcfg)
+        rungs = pruner.rung_times() if max_t is not None else pruner.rung_times(upto=pcfg["grace"] * 100)
+        pruner_info.update({
+            "signal": pcfg["signal"], "time_attr": pcfg["time_attr"], "grace": pcfg["grace"],
+            "reduction_factor": pcfg.get("reduction_factor"), "interval": pcfg.get("interval"),
+            "max_t": max_t, "rungs": [_tidy(r) for r in rungs], "description": pruner.describe(),
+        })  # fmt: skip
+
+    batches = []
+    for b in spec.batch_sizes():
+        per_worker = math.ceil(b / workers)
+        if mbs:
+            micro, exact = math.ceil(per_worker / mbs), True
+        elif mean is not None:
+            micro, exact = max(1, math.ceil(per_worker * mean / token_budget)), False
+        else:
+            micro, exact = None, False
+        steps = spec.full_budget(b, "steps")
+        samples = spec.full_budget(b, "samples")
+        row: dict[str, Any] = {
+            "effective_batch_size": b,
+            "workers": workers,
+            "samples_per_worker": per_worker,
+            "micro_batches": micro,
+            "micro_batches_exact": exact,
+            "micro_batch_size": mbs,
+            "micro_batch_tokens": None if mbs else token_budget,
+            "steps_per_trial": None if steps is None else int(steps),
+            "samples_per_trial": None if samples is None else int(samples),
+            "tokens_per_trial": None if samples is None or mean is None else int(samples * mean),
+        }
+        if rungs:
+            unit = spec.pruner.time_attr
+            row["rung_steps"] = [math.ceil(r / b) if unit == "samples" else int(math.ceil(r)) for r in rungs]
+        batches.append(row)
+
+    trials = spec.planned_trials
+    per_trial = [r["samples_per_trial"] for r in batches]
+    max_samples = None if not per_trial or any(v is None for v in per_trial) else trials * max(per_trial)
+    return {
+        "name": spec.name,
+        "model": spec.model.path,
+        "search": {
+            "algorithm": spec.search.algorithm,
+            "num_trials": spec.search.num_trials,
+            "planned_trials": trials,
+            "max_concurrent": spec.search.max_concurrent,
+            "seed": spec.search.seed,
+        },
+        "space": [
+            {"key": k, "path": p, "kind": d.kind, "domain": d.describe()} for k, (p, d) in spec.domains.items()
+        ],
+        "fixed": _flat(spec.fixed),
+        "budget": spec.budget.model_dump(exclude_none=True),
+        "objective": {"metric": spec.objective.metric, "mode": spec.objective.mode},
+        "resources": {
+            "workers_per_trial": workers,
+            "cpus_per_trial": _tidy(workers * res.cpus_per_worker),
+            "gpus_per_trial": _tidy(workers * res.gpus_per_worker),
+            "zero_stage": res.zero_stage,
+            "max_failures": res.max_failures,
+        },
+        "data": {
+            "train_files": [f.path for f in spec.data.train],
+            "eval_files": [f.path for f in spec.data.eval],
+            "train_samples": n_train,
+            "mean_sample_tokens": mean,
+            "measured_lines": measured["measured"],
+            "note": measured["note"],
+        },
+        "batches": batches,
+        "pruner": pruner_info,
+        "compute": {
+            "max_samples": max_samples,
+            "max_tokens": None if max_samples is None or mean is None else int(max_samples * mean),
+        },
+    }
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _tidy(value: float) -> float:
+    return int(value) if float(value).is_integer() else value
+
+
+def _n(value: Any) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.1f}"
+    return f"{int(value):,}"
+
+
+def _approx(value: Any) -> str:
+    """An estimate in words: 1.2M, 35.0k."""
+    if value is None:
+        return "?"
+    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= div:
+            return f"~{value / div:.1f}{unit}"
+    return f"~{value:,.0f}"
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    s, res, data = plan["search"], plan["resources"], plan["data"]
+    trials = f"{s['planned_trials']} trials" + (
+        f" (num_trials {s['num_trials']}, capped by the grid)" if s["planned_trials"] != s["num_trials"] else ""
+    )
+    lines = [
+        f"sweep {plan['name']}: model {plan['model']}",
+        f"search: {s['algorithm']}, {trials}, {s['max_concurrent']} at a time, seed {s['seed']}",
+        f"objective: {plan['objective']['mode']} {plan['objective']['metric']}",
+        "",
+        "space:",
+    ]
+    width = max([len(e["key"]) for e in plan["space"]] + [1])
+    for e in plan["space"]:
+        via = f"  ({e['path']})" if e["path"] != e["key"] else ""
+        lines.append(f"  {e['key']:<{width}}  {e['domain']}{via}")
+    if plan["fixed"]:
+        lines.append("fixed: " + ", ".join(f"{k}={v}" for k, v in plan["fixed"].items()))
+    budget = ", ".join(f"{k} {_n(v)}" for k, v in plan["budget"].items())
+    lines += [
+        f"budget per trial: {budget}",
+        f"resources per trial: {res['workers_per_trial']} worker(s), {_n(res['cpus_per_trial'])} CPU(s), "
+        f"{_n(res['gpus_per_trial'])} GPU(s), ZeRO stage {res['zero_stage']}, up to {res['max_failures']} retr"
+        f"{'y' if res['max_failures'] == 1 else 'ies'}",
+        f"data: {_n(data['train_samples'])} train samples; mean "
+        + (f"{_n(data['mean_sample_tokens'])} tokens over the first {data['measured_lines']} lines"
+           if data["mean_sample_tokens"] is not None else "length unknown")
+        + (f" ({data['note']})" if data["note"] else ""),
+        "",
+        "batches (per optimizer step: workers x samples per worker x micro-batches):",
+    ]
+    for r in plan["batches"]:
+        if r["micro_batch_size"]:
+            how = f"micro_batch_size {r['micro_batch_size']}"
+        else:
+            how = f"<= {_n(r['micro_batch_tokens'])} tokens per micro-batch"
+        micro = "?" if r["micro_batches"] is None else ("" if r["micro_batches_exact"] else "~") + str(r["micro_batches"])
+        tokens = _approx(r["tokens_per_trial"])
+        lines.append(
+            f"  batch {r['effective_batch_size']:>5}: {r['workers']} x {r['samples_per_worker']} x {micro} ({how}); "
+            f"{_n(r['steps_per_trial'])} steps, {_n(r['samples_per_trial'])} samples, {tokens} tokens per trial"
+        )
+    p = plan["pruner"]
+    lines.append("")
+    if p["type"] == "none":
+        lines.append("pruner: none (every trial runs its full budget)")
+    else:
+        lines.append(f"pruner: {p['description']}")
+        rungs = ", ".join(_n(r) for r in p["rungs"]) or "(none below the budget: nothing can be stopped)"
+        lines.append(f"  rungs ({p['time_attr']}): {rungs}" + (f" < max_t {_n(p['max_t'])}" if p["max_t"] else ""))
+        if p["time_attr"] == "samples" and p["rungs"]:
+            for r in plan["batches"]:
+                lines.append(f"    batch {r['effective_batch_size']:>5}: at steps {', '.join(map(str, r['rung_steps']))}")
+    c = plan["compute"]
+    lines += [
+        "",
+        f"maximum compute (every trial at full budget): {_n(c['max_samples'])} samples, "
+        f"{_approx(c['max_tokens'])} tokens",
+    ]
+    return "\n".join(lines)
+
+
+def validate_command(
+    path: str | Path, *, check_paths: bool = True, capacity: Capacity | None = None
+) -> tuple[int, str]:
+    """For ``sweepd validate SPEC``: (0, the plan) or (2, every problem, one per line)."""
+    try:
+        spec = load_spec(Path(path), check_paths=check_paths, capacity=capacity)
+    except SpecError as err:
+        return 2, err.format()
+    return 0, format_plan(describe_plan(spec))
