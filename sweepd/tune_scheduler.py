@@ -44,6 +44,7 @@ class EarlySignalScheduler(FIFOScheduler):
         mode: str | None = None,
         on_decision: Callable[[Decision], None] | None = None,
         state_path: str | os.PathLike | None = None,
+        trial_key: Callable[[Trial], str] | None = None,
     ):
         if mode is not None and mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -51,6 +52,8 @@ class EarlySignalScheduler(FIFOScheduler):
         self.pruner = pruner if isinstance(pruner, Pruner) else make_pruner(pruner)
         self._metric, self._mode = metric, mode
         self.on_decision = on_decision
+        # How trials are named to the pruner (and so in decisions); picklable, like on_decision.
+        self.trial_key = trial_key
         self.state_path = Path(state_path) if state_path is not None else None
         self._state_loaded = False  # pickled as False into tuner.pkl: a restore reloads
         self._num_stopped = 0
@@ -77,7 +80,7 @@ class EarlySignalScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         self._ensure_loaded()
-        decisions = self.pruner.on_result_all(trial.trial_id, result)
+        decisions = self.pruner.on_result_all(self._key(trial), result)
         for decision in decisions:
             self._emit(decision)
         if not decisions:
@@ -92,7 +95,7 @@ class EarlySignalScheduler(FIFOScheduler):
         # Ray calls this for the trials we stopped too: the pruner ignores their "objective".
         self._ensure_loaded()
         objective = result.get(self._metric) if self._metric and result else None
-        self.pruner.on_trial_complete(trial.trial_id, objective)
+        self.pruner.on_trial_complete(self._key(trial), objective)
         self._autosave()
 
     def on_trial_error(self, tune_controller, trial: Trial):
@@ -100,11 +103,14 @@ class EarlySignalScheduler(FIFOScheduler):
 
     def on_trial_remove(self, tune_controller, trial: Trial):
         self._ensure_loaded()
-        self.pruner.on_trial_remove(trial.trial_id)
+        self.pruner.on_trial_remove(self._key(trial))
         self._autosave()
 
     def debug_string(self) -> str:
         return f"Using {self.pruner.describe()}: {self._num_stopped} trials stopped."
+
+    def _key(self, trial: Trial) -> str:
+        return self.trial_key(trial) if self.trial_key else trial.trial_id
 
     # ---- state ------------------------------------------------------------------------------
 

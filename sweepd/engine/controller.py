@@ -15,7 +15,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from sweepd.engine.recorder import DecisionWriter, StoreRecorder
+from sweepd.engine.recorder import DecisionWriter, StoreRecorder, trial_key
 from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
 from sweepd.engine.trainable import run_trial_in_tune
 from sweepd.spec import SweepSpec
@@ -49,17 +49,22 @@ def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path) -> tun
         storage=optuna_storage(db_url), study_name=f"sweepd-{sweep_id}",
         metric=metric, mode=mode, intermediate_key="loss", time_attr=spec.pruner.time_attr,
     )
-    pruner_cfg = spec.pruner_config()
-    scheduler = EarlySignalScheduler(pruner_cfg, metric=metric, mode=mode,
+    scheduler = EarlySignalScheduler(spec.pruner_config(), metric=metric, mode=mode,
                                      on_decision=DecisionWriter(db_url, sweep_id),
-                                     state_path=experiment_dir(home, sweep_id) / "pruner_state.json")
+                                     state_path=experiment_dir(home, sweep_id) / "pruner_state.json",
+                                     trial_key=trial_key)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials_to_run(),
                            max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True)
 
 
-def _trainable(spec: SweepSpec):
+def models_dir(home: Path, sweep_id: str) -> Path:
+    return Path(home).resolve() / "models" / f"sweep-{sweep_id}"
+
+
+def _trainable(spec: SweepSpec, home: Path, sweep_id: str):
     res = spec.resources
-    fn = tune.with_parameters(run_trial_in_tune, spec_json=spec.model_dump_json())
+    save_to = str(models_dir(home, sweep_id)) if spec.save_best_model else None
+    fn = tune.with_parameters(run_trial_in_tune, spec_json=spec.model_dump_json(), models_dir=save_to)
     return tune.with_resources(fn, {"cpu": res.cpus_per_worker * res.workers_per_trial,
                                     "gpu": res.gpus_per_worker * res.workers_per_trial})
 
@@ -69,8 +74,8 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
     ensure_ray(ray_address)
     exp = experiment_dir(home, sweep_id)
     exp.parent.mkdir(parents=True, exist_ok=True)
-    trainable = _trainable(spec)
-    recorder = StoreRecorder(db_url, sweep_id)
+    trainable = _trainable(spec, home, sweep_id)
+    recorder = StoreRecorder(db_url, sweep_id, spec.objective.metric)
     if tune.Tuner.can_restore(str(exp)):
         log.info("resuming sweep %s from %s", sweep_id, exp)
         tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True,

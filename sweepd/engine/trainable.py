@@ -33,16 +33,20 @@ class TuneReporter:
         return False  # Ray Tune stops the trial itself
 
 
-def run_trial_in_tune(params: dict, *, spec_json: str) -> None:
+def run_trial_in_tune(params: dict, *, spec_json: str, models_dir: str | None = None) -> None:
     """The function Ray Tune runs for each trial; `params` are the sampled hyperparameters."""
     import torch
 
     from sweepd.spec import SweepSpec
     from trainer.loop import run_trial
 
-    spec = SweepSpec.model_validate_json(spec_json)
+    spec = SweepSpec.from_stored(spec_json)
     cpus = spec.resources.cpus_per_worker
     torch.set_num_threads(max(1, int(cpus)))
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    cfg = spec.trial_config(params)
+    output_dir = None
+    if models_dir:  # every finished trial saves its model; the sweep keeps only the best one
+        tag = tune.get_context().get_trial_name()
+        output_dir = f"{models_dir}/{tag}"
+    cfg = spec.trial_config(params, output_dir=output_dir)
     run_trial(cfg, TuneReporter())

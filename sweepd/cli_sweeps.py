@@ -1,0 +1,79 @@
+"""`sweepd validate SPEC` and `sweepd run SPEC`: sweeps on this machine, no server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def validate(spec: Annotated[Path, typer.Argument(help="Sweep spec, YAML or JSON.")]) -> None:
+    """Check a spec and print the resolved plan; exit 2 with every problem listed."""
+    from sweepd.plan import validate_command
+
+    code, text = validate_command(str(spec))
+    typer.echo(text, err=code != 0)
+    raise typer.Exit(code)
+
+
+def run(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec, YAML or JSON.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a fresh sweep even if an unfinished one matches.")] = False,
+) -> None:
+    """Run a whole sweep locally (resuming an unfinished one with the same spec)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sweepd.spec import SpecError, load_spec
+
+    console = Console(stderr=True)
+    try:
+        parsed = load_spec(str(spec))
+    except SpecError as err:
+        console.print(f"[red]{spec}: invalid spec[/red]\n{err}", markup=True, highlight=False)
+        raise typer.Exit(2)
+
+    from sweepd.runner import run_local
+
+    total = parsed.planned_trials
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console,
+                        disable=not console.is_terminal)
+    task = progress.add_task(parsed.name, total=total, detail="")
+
+    def on_progress(states: list[str]) -> None:
+        done = sum(s in ("completed", "stopped", "failed", "diverged") for s in states)
+        detail = " ".join(f"{k}={states.count(k)}" for k in ("running", "completed", "stopped", "failed", "diverged")
+                          if states.count(k))
+        progress.update(task, completed=done, detail=detail)
+        if not console.is_terminal:
+            console.print(f"{parsed.name}: {done}/{total} trials finished ({detail})", highlight=False)
+
+    def on_start(sweep_id: str, resumed: bool) -> None:
+        console.print(f"{'resuming' if resumed else 'started'} sweep {sweep_id} ({parsed.name}, {total} trials)",
+                      highlight=False)
+
+    with progress:
+        result = run_local(parsed, new=new, on_progress=on_progress, on_start=on_start)
+    text = json.dumps(result, indent=2, default=str)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    best = result.get("best")
+    ledger = result.get("ledger") or {}
+    console.print(f"sweep {result['sweep_id']}: {result['state']}; "
+                  + (f"best trial {best['number']} {parsed.objective.metric}={best['objective']:.4g} {best['config']}"
+                     if best else "no best trial")
+                  + f"; compute saved {ledger.get('fraction_saved', 0):.0%}", highlight=False)
+    if not out:
+        sys.stdout.write(text + "\n")
+    raise typer.Exit(0 if result["state"] == "succeeded" else 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)
+    app.command("run")(run)
