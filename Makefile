@@ -13,7 +13,7 @@ export SWEEPD_HOME ?= $(CURDIR)/.sweepd
 # DeepSpeed picks its accelerator itself; on a CPU-only machine make that explicit.
 export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 
-.PHONY: setup demo test test-fast bench data clean
+.PHONY: setup demo test test-fast bench data clean pg-start pg-stop
 
 setup: $(STAMP)
 
@@ -36,7 +36,14 @@ test: setup
 	bash scripts/run_tests.sh
 
 test-fast: setup
-	$(PY) -m pytest -x -q -m "not slow"
+	bash scripts/run_tests.sh -x -m "not slow"
+
+# A PostgreSQL server for running single tests by hand:
+#   export SWEEPD_TEST_POSTGRES_URL="$$(scripts/postgres.sh start)"   (or: make pg-start)
+pg-start:
+	@bash scripts/postgres.sh start
+pg-stop:
+	@bash scripts/postgres.sh stop
 
 bench: setup
 	$(PY) benchmarks/trainer_throughput.py

@@ -1,0 +1,113 @@
+"""Engines and sessions for SQLite (the default) and PostgreSQL (psycopg 3).
+
+    engine = make_engine(url)             # or make_engine() for SWEEPD_DATABASE_URL / the default
+    Session = make_sessionmaker(engine)
+    with session_scope(Session) as s:     # commits on success, rolls back on error
+        repo.create_sweep(s, name="demo", spec={...})
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def default_url() -> str:
+    """The URL from the settings: SWEEPD_DATABASE_URL, else a SQLite file under SWEEPD_HOME."""
+    from sweepd.settings import Settings
+
+    return Settings().resolved_database_url
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a URL; plain ``postgresql://`` / ``postgres://`` mean psycopg 3."""
+    if isinstance(url, str) and url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    u = make_url(url)
+    if u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities become null: PostgreSQL's JSON rejects them and SQLite can't keep them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj: Any) -> str:
+    return json.dumps(_finite(obj), default=str, allow_nan=False)
+
+
+def _sqlite_file(u: URL) -> Path | None:
+    db = u.database
+    if not db or db == ":memory:" or db.startswith("file:") or u.query.get("mode") == "memory":
+        return None
+    return Path(db).expanduser()
+
+
+def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
+    """An engine for ``url`` (default: :func:`default_url`).
+
+    SQLite: creates the file's folder; every connection gets WAL, a 30 s busy timeout,
+    foreign keys ON and synchronous=NORMAL. PostgreSQL: psycopg 3, pre-ping.
+    """
+    u = normalize_url(url if url is not None else default_url())
+    kwargs.setdefault("json_serializer", json_dumps)
+    if u.get_backend_name() == "sqlite":
+        path = _sqlite_file(u)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        engine = create_engine(u, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(u, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (expire_on_commit=False)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(bind: Engine | sessionmaker[Session]) -> Iterator[Session]:
+    """A session in one transaction: commit on success, rollback on error, always closed."""
+    factory = make_sessionmaker(bind) if isinstance(bind, Engine) else bind
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
