@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from sweepd.engine.controller import models_dir, run_sweep
 from sweepd.engine.finalize import finalize_sweep
+from sweepd.engine.search import close_orphaned_trials
 from sweepd.settings import get_settings
 from sweepd.spec import SweepSpec
 from sweepd.store import repo
@@ -112,6 +113,7 @@ def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=
         run_sweep(spec, sweep_id=sweep_id, db_url=db_url, home=home, ray_address=settings.ray_address)
     finally:
         beat.stop()
+    close_orphaned_trials(db_url, f"sweepd-{sweep_id}")
     with session_scope(engine) as s:
         return finalize_sweep(s, spec, sweep_id,
                               models_root=models_dir(home, sweep_id) if spec.save_best_model else None)

@@ -30,6 +30,9 @@ def ensure_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # The objective arrives only in a trial's final result (see trainable.py), by design.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Save the experiment state often: after a crash, a resume then reruns little and
+    # re-suggests no trial whose number the store already holds.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
@@ -61,10 +64,11 @@ def models_dir(home: Path, sweep_id: str) -> Path:
     return Path(home).resolve() / "models" / f"sweep-{sweep_id}"
 
 
-def _trainable(spec: SweepSpec, home: Path, sweep_id: str):
+def _trainable(spec: SweepSpec, home: Path, sweep_id: str, db_url: str):
     res = spec.resources
     save_to = str(models_dir(home, sweep_id)) if spec.save_best_model else None
-    fn = tune.with_parameters(run_trial_in_tune, spec_json=spec.model_dump_json(), models_dir=save_to)
+    fn = tune.with_parameters(run_trial_in_tune, spec_json=spec.model_dump_json(), db_url=db_url,
+                              sweep_id=sweep_id, models_dir=save_to)
     return tune.with_resources(fn, {"cpu": res.cpus_per_worker * res.workers_per_trial,
                                     "gpu": res.gpus_per_worker * res.workers_per_trial})
 
@@ -74,7 +78,7 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
     ensure_ray(ray_address)
     exp = experiment_dir(home, sweep_id)
     exp.parent.mkdir(parents=True, exist_ok=True)
-    trainable = _trainable(spec, home, sweep_id)
+    trainable = _trainable(spec, home, sweep_id, db_url)
     recorder = StoreRecorder(db_url, sweep_id, spec.objective.metric)
     if tune.Tuner.can_restore(str(exp)):
         log.info("resuming sweep %s from %s", sweep_id, exp)

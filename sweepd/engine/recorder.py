@@ -11,20 +11,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sweepd.engine.trainable import FINAL_MARKER
+from sqlalchemy import delete
+
+from sweepd.engine.trainable import FINAL_MARKER, NUMBER_KEY
 from sweepd.store import repo
 from sweepd.store.db import make_engine, session_scope
-from sweepd.store.models import utcnow
+from sweepd.store.models import MetricPoint, utcnow
 
+FINISHED_STATES = ("completed", "stopped", "diverged", "failed")
 POINT_KEYS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds")
 FLUSH_EVERY_POINTS = 200
 FLUSH_EVERY_SECONDS = 2.0
 
 
 def trial_number(trial) -> int:
-    """Ray's experiment tag starts with the searcher's trial counter ("3_learning_rate=..."):
-    1, 2, 3 ... in creation order, and stable across a resume (the searcher's state keeps it)."""
-    return int(trial.experiment_tag.split("_", 1)[0])
+    """The searcher numbers trials 1, 2, 3 ... in its suggestions; stable across a resume."""
+    return int(trial.config[NUMBER_KEY])
 
 
 def trial_key(trial) -> str:
@@ -117,8 +119,15 @@ class StoreRecorder(Callback, _StoreClient):
         number = trial_number(trial)
         with self.session() as s:
             previous = repo.get_trial_by_number(s, self.sweep_id, number)
+            if previous is not None and previous.state in FINISHED_STATES:
+                return  # a replay after a resume (see trainable.replay_if_finished)
             attempts = (previous.attempts if previous else 0) + 1
-            repo.upsert_trial(s, self.sweep_id, number, config=dict(trial.config), state="running",
+            config = {k: v for k, v in trial.config.items() if k != NUMBER_KEY}
+            if previous is not None and previous.config and previous.config != config:
+                # a resume re-suggested this number with other params: the old curve is not its own
+                s.execute(delete(MetricPoint).where(MetricPoint.trial_id == previous.id))
+                attempts = 1
+            repo.upsert_trial(s, self.sweep_id, number, config=config, state="running",
                               attempts=attempts, started_at=utcnow())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -143,6 +152,9 @@ class StoreRecorder(Callback, _StoreClient):
             if state == "diverged":
                 fields["reason"] = result.get("reason")
         with self.session() as s:
+            previous = repo.get_trial_by_number(s, self.sweep_id, trial_number(trial))
+            if previous is not None and previous.state in FINISHED_STATES:
+                return  # a replay: the stored outcome stands
             repo.upsert_trial(s, self.sweep_id, trial_number(trial), **fields)
 
     def on_trial_error(self, iteration, trials, trial, **info):

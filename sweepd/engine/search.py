@@ -4,6 +4,11 @@ Ray's OptunaSearch expects the objective in every result and would record a stop
 last partial value. Ours reports the training loss at each samples-seen point as the intermediate
 value and leaves the objective to the final result, so a pruned trial is PRUNED with its curve.
 "Finished" means the result carries the trainer's final marker; anything else was stopped.
+
+It also numbers the trials it suggests (1, 2, 3 ... under NUMBER_KEY in the config): the number is
+saved with the searcher's state, so it is stable across a resume and names the trial in the store.
+After a crash a trial may be finished in Optuna's storage yet be replayed by Tune; such updates
+are ignored rather than allowed to fail the sweep.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from sweepd.engine.trainable import FINAL_MARKER
+from sweepd.engine.trainable import FINAL_MARKER, NUMBER_KEY
 
 
 class SweepOptunaSearch(OptunaSearch):
@@ -20,16 +25,34 @@ class SweepOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._intermediate_key = intermediate_key
         self._time_attr = time_attr
+        self._numbered = 0
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        if isinstance(config, dict):
+            self._numbered += 1
+            config = {**config, NUMBER_KEY: self._numbered}
+        return config
+
+    def _finished_in_storage(self, trial_id: str) -> bool:
+        ot_trial = self._ot_trials[trial_id]
+        return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         value, at = result.get(self._intermediate_key), result.get(self._time_attr)
         if value is not None and at is not None:
-            self._ot_trials[trial_id].report(float(value), int(at))
+            try:
+                self._ot_trials[trial_id].report(float(value), int(at))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._completed_trials.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if self._finished_in_storage(trial_id):  # told before a crash; Tune replays it
+            self._completed_trials.add(trial_id)
             return
         finished = bool(result) and result.get(FINAL_MARKER) is not None
         value = result.get(self._metric) if finished else None
@@ -57,3 +80,19 @@ def make_sampler(algorithm: str, seed: int, grid: dict[str, list] | None = None)
 def optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
     kwargs = {"connect_args": {"timeout": 60}} if database_url.startswith("sqlite") else {}
     return optuna.storages.RDBStorage(database_url, engine_kwargs=kwargs)
+
+
+def close_orphaned_trials(database_url: str, study_name: str) -> int:
+    """After the sweep: Optuna trials still RUNNING were asked for before a crash and never run
+    (the resumed searcher does not know them). Mark them FAIL so the study reads true."""
+    storage = optuna_storage(database_url)
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return 0
+    orphans = [t for t in storage.get_all_trials(study_id, deepcopy=False) if t.state == TrialState.RUNNING]
+    for t in orphans:
+        storage.set_trial_system_attr(t._trial_id, "sweepd_orphaned", "asked before a crash, never run")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    storage.remove_session()
+    return len(orphans)

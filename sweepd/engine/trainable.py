@@ -13,6 +13,7 @@ import os
 from ray import tune
 
 FINAL_MARKER = "final_status"
+NUMBER_KEY = "trial_number"  # added to each config by the searcher (search.py)
 
 
 class TuneReporter:
@@ -33,13 +34,38 @@ class TuneReporter:
         return False  # Ray Tune stops the trial itself
 
 
-def run_trial_in_tune(params: dict, *, spec_json: str, models_dir: str | None = None) -> None:
+def replay_if_finished(db_url: str, sweep_id: str, number: int) -> bool:
+    """After a crash, Tune may rerun a trial the store already holds as finished: replay its
+    final result instead of training again. Returns True when it did."""
+    from sweepd.store import repo
+    from sweepd.store.db import make_engine, session_scope
+
+    engine = make_engine(db_url)
+    try:
+        with session_scope(engine) as s:
+            trial = repo.get_trial_by_number(s, sweep_id, number)
+            state = trial.state if trial else None
+            final = dict(trial.metrics_final or {}) if trial else {}
+    finally:
+        engine.dispose()
+    if state in ("completed", "diverged") and final.get(FINAL_MARKER):
+        tune.report(final)
+        return True
+    return state == "stopped"  # ends with no final result: recorded as stopped again
+
+
+def run_trial_in_tune(params: dict, *, spec_json: str, db_url: str, sweep_id: str,
+                      models_dir: str | None = None) -> None:
     """The function Ray Tune runs for each trial; `params` are the sampled hyperparameters."""
     import torch
 
     from sweepd.spec import SweepSpec
     from trainer.loop import run_trial
 
+    params = dict(params)
+    number = params.pop(NUMBER_KEY, None)
+    if number is not None and replay_if_finished(db_url, sweep_id, int(number)):
+        return
     spec = SweepSpec.from_stored(spec_json)
     cpus = spec.resources.cpus_per_worker
     torch.set_num_threads(max(1, int(cpus)))

@@ -1,0 +1,66 @@
+"""SIGKILL the sweep driver mid-sweep, run again: the sweep completes with exactly num_trials
+trials, no duplicate metric rows, nothing left running."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.e2e.conftest import REPO, db, demo_spec, sweepd
+
+
+def finished_trials(env) -> int:
+    try:
+        with db(env) as conn:
+            return conn.execute("SELECT COUNT(*) FROM sweepd_trials WHERE state IN "
+                                "('completed', 'stopped')").fetchone()[0]
+    except Exception:
+        return 0
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(sweep_env, tmp_path):
+    env, data = sweep_env
+    spec = demo_spec(data, tmp_path / "demo.yaml")
+    first = subprocess.Popen([sys.executable, "-m", "sweepd.cli", "run", str(spec)], env=env, cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while finished_trials(env) < 3 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    assert first.poll() is None, "the sweep ended before it could be killed"
+    before = finished_trials(env)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(3)  # let Ray's fate-shared processes go
+
+    with db(env) as conn:
+        done_before = dict(conn.execute("SELECT number, state FROM sweepd_trials WHERE state IN "
+                                        "('completed', 'stopped')").fetchall())
+        assert conn.execute("SELECT state FROM sweepd_sweeps").fetchall() == [("running",)]
+
+    proc = sweepd("run", str(spec), "--out", str(tmp_path / "result.json"), env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "resuming sweep" in proc.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["state"] == "succeeded"
+    assert sorted(t["number"] for t in result["trials"]) == list(range(1, 9))
+    assert before >= 3
+
+    with db(env) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sweepd_sweeps").fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM sweepd_trials").fetchone()[0] == 8
+        assert conn.execute("SELECT COUNT(*) FROM sweepd_trials WHERE state IN ('running', 'pending')").fetchone()[0] == 0
+        # finished trials were not rerun: one attempt each, same state as before the kill
+        for number, state in done_before.items():
+            row = conn.execute("SELECT state, attempts FROM sweepd_trials WHERE number = ?", (number,)).fetchone()
+            assert row == (state, 1), (number, row)
+        # no duplicate metric rows: one per (trial, step), steps 1..n without gaps
+        for trial_id, n, lo, hi in conn.execute(
+                "SELECT trial_id, COUNT(*), MIN(step), MAX(step) FROM sweepd_metric_points GROUP BY trial_id"):
+            assert (n, lo) == (hi, 1), (trial_id, n, lo, hi)
+        # Optuna: exactly the sweep's trials finished; a trial asked for just before the kill and
+        # never run is closed as FAIL, never left RUNNING
+        states = [s for (s,) in conn.execute("SELECT state FROM trials").fetchall()]
+        assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 8, states
+        assert set(states) <= {"COMPLETE", "PRUNED", "FAIL"}, states
