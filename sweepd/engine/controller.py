@@ -15,6 +15,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from sweepd.engine.cancel import CancelStopper
 from sweepd.engine.recorder import DecisionWriter, StoreRecorder, trial_key
 from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
 from sweepd.engine.trainable import run_trial_in_tune
@@ -87,6 +88,7 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
     else:
         run_config = tune.RunConfig(
             name=exp.name, storage_path=str(exp.parent), verbose=0, callbacks=[recorder],
+            stop=CancelStopper(db_url, sweep_id),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )

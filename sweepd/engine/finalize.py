@@ -40,9 +40,10 @@ def finalize_sweep(session, spec: SweepSpec, sweep_id: str, *, models_root: Path
     if models_root is not None and best is not None:
         ledger["best_model_dir"] = _keep_only_best_model(models_root, (best.metrics_final or {}).get("model_dir"))
     repo.update_ledger(session, sweep_id, ledger, replace=True)
-    unfinished = [t for t in trials if t.state not in FINISHED]
-    for t in unfinished:  # nothing is left RUNNING once the sweep is over
-        repo.upsert_trial(session, sweep_id, t.number, state="failed", error="sweep ended before the trial finished")
+    cancelled = repo.get_sweep(session, sweep_id).state == "cancelled"
+    for t in (t for t in trials if t.state not in FINISHED):  # nothing is left RUNNING afterwards
+        repo.upsert_trial(session, sweep_id, t.number, state="failed",
+                          error="sweep cancelled" if cancelled else "sweep ended before the trial finished")
     if best is not None:
         repo.set_sweep_state(session, sweep_id, "succeeded", only_from=["running", "queued"],
                              message=f"best trial {best.number}: {spec.objective.metric}={best.objective:.4g}")
