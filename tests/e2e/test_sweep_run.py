@@ -21,7 +21,7 @@ def test_demo_sweep_stops_trials_early_and_finds_a_best(sweep_env, tmp_path):
     assert stopped, "the pruner stopped no trial"
     for t in stopped:
         assert t["stopped_at"] in (256, 768)
-        assert t["reason"].startswith(f"stopped at {t['stopped_at']:,} samples: grad norm")
+        assert t["reason"].startswith(f"stopped at {int(t['stopped_at']):,} samples: grad norm")
         assert t["objective"] is None
     completed = [t for t in result["trials"] if t["state"] == "completed"]
     best = result["best"]
