@@ -104,7 +104,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict:
     import deepspeed
 
     is_main = info.rank == 0
-    rep = reporter if is_main else NullReporter()
+    # Most reporters listen to rank 0 only; one that sets `all_ranks` (Ray Train) hears every rank.
+    rep = reporter if is_main or getattr(reporter, "all_ranks", False) else NullReporter()
     on_gpu = info.device.type == "cuda"
     dtype = torch.bfloat16 if on_gpu else torch.float32
 

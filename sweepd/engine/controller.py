@@ -70,8 +70,11 @@ def _trainable(spec: SweepSpec, home: Path, sweep_id: str, db_url: str):
     save_to = str(models_dir(home, sweep_id)) if spec.save_best_model else None
     fn = tune.with_parameters(run_trial_in_tune, spec_json=spec.model_dump_json(), db_url=db_url,
                               sweep_id=sweep_id, models_dir=save_to)
-    return tune.with_resources(fn, {"cpu": res.cpus_per_worker * res.workers_per_trial,
-                                    "gpu": res.gpus_per_worker * res.workers_per_trial})
+    if res.workers_per_trial > 1:
+        # The Tune trial only drives Ray Train, whose workers hold the CPUs and GPUs; Ray refuses an
+        # empty request, so the driver asks for one byte of memory.
+        return tune.with_resources(fn, tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}]))
+    return tune.with_resources(fn, {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker})
 
 
 def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_address: str | None = None) -> None:

@@ -34,6 +34,65 @@ class TuneReporter:
         return False  # Ray Tune stops the trial itself
 
 
+class TrainReporter(TuneReporter):
+    """For a multi-worker trial under Ray Train: every rank reports in lockstep (Train expects
+    each worker to call report); rank 0's metrics reach Tune through TuneReportCallback."""
+
+    all_ranks = True
+
+    def __init__(self, worker_nodes: str = "") -> None:
+        self.worker_nodes = worker_nodes  # "ip,ip" by rank: where the trial's workers ran
+
+    def _send(self, metrics: dict) -> None:
+        import ray.train
+
+        ray.train.report(metrics)
+
+    def step(self, metrics: dict) -> None:
+        self._send({k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)})
+
+    def final(self, result: dict) -> None:
+        flat = {k: v for k, v in result.items() if not isinstance(v, dict) and v is not None}
+        flat[FINAL_MARKER] = result["status"]
+        flat["worker_nodes"] = self.worker_nodes
+        self._send(flat)
+
+
+def _train_worker_loop(config: dict) -> None:
+    """Runs on each Ray Train worker; Ray Train has set up the process group and RANK etc."""
+    from sweepd.spec import SweepSpec
+    from trainer.loop import run_trial
+
+    import ray
+    import torch.distributed as dist
+
+    spec = SweepSpec.from_stored(config["spec_json"])
+    nodes: list = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, ray.util.get_node_ip_address())
+    reporter = TrainReporter(",".join(nodes))
+    run_trial(spec.trial_config(config["params"], output_dir=config.get("output_dir")), reporter)
+
+
+def run_multi_worker(spec, params: dict, output_dir: str | None) -> None:
+    """workers_per_trial > 1: Ray Train's TorchTrainer inside the Tune trial (Ray Train V2 style)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    res = spec.resources
+    ctx = tune.get_context()
+    trainer = TorchTrainer(
+        _train_worker_loop,
+        train_loop_config={"spec_json": spec.model_dump_json(), "params": params, "output_dir": output_dir},
+        scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": res.cpus_per_worker,
+                                                           **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}),
+        run_config=RunConfig(name=f"train-{ctx.get_trial_id()}", callbacks=[TuneReportCallback()],
+                             storage_path=ctx.get_trial_dir()),
+    )
+    trainer.fit()
+
+
 def replay_if_finished(db_url: str, sweep_id: str, number: int) -> bool:
     """After a crash, Tune may rerun a trial the store already holds as finished: replay its
     final result instead of training again. Returns True when it did."""
@@ -74,5 +133,8 @@ def run_trial_in_tune(params: dict, *, spec_json: str, db_url: str, sweep_id: st
     if models_dir:  # every finished trial saves its model; the sweep keeps only the best one
         tag = tune.get_context().get_trial_name()
         output_dir = f"{models_dir}/{tag}"
+    if spec.resources.workers_per_trial > 1:
+        run_multi_worker(spec, params, output_dir)
+        return
     cfg = spec.trial_config(params, output_dir=output_dir)
     run_trial(cfg, TuneReporter())
