@@ -19,8 +19,11 @@ NUMBER_KEY = "trial_number"  # added to each config by the searcher (search.py)
 class TuneReporter:
     """trainer.reporting.Reporter that forwards to ray.tune.report."""
 
+    def _send(self, metrics: dict) -> None:
+        tune.report(metrics)
+
     def step(self, metrics: dict) -> None:
-        tune.report({k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)})
+        self._send({k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)})
 
     def final(self, result: dict) -> None:
         flat = {k: v for k, v in result.items() if not isinstance(v, dict) and v is not None}
@@ -28,7 +31,7 @@ class TuneReporter:
         if result.get("status") == "diverged":  # no objective for a diverged trial
             flat = {k: v for k, v in flat.items() if k in ("status", "steps", "samples", "tokens", "seconds",
                                                             "reason", FINAL_MARKER)}
-        tune.report(flat)
+        self._send(flat)
 
     def should_stop(self) -> bool:
         return False  # Ray Tune stops the trial itself
@@ -48,14 +51,8 @@ class TrainReporter(TuneReporter):
 
         ray.train.report(metrics)
 
-    def step(self, metrics: dict) -> None:
-        self._send({k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)})
-
     def final(self, result: dict) -> None:
-        flat = {k: v for k, v in result.items() if not isinstance(v, dict) and v is not None}
-        flat[FINAL_MARKER] = result["status"]
-        flat["worker_nodes"] = self.worker_nodes
-        self._send(flat)
+        super().final({**result, "worker_nodes": self.worker_nodes})
 
 
 def _train_worker_loop(config: dict) -> None:
