@@ -13,7 +13,7 @@ export SWEEPD_HOME ?= $(CURDIR)/.sweepd
 # DeepSpeed picks its accelerator itself; on a CPU-only machine make that explicit.
 export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 
-.PHONY: setup demo test test-fast bench data clean pg-start pg-stop
+.PHONY: setup demo demo-trial test test-fast bench data clean pg-start pg-stop
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ data: setup
 	$(PY) -m trainer make-data data/builtin
 
 demo: setup data
+	bash scripts/demo.sh
+
+# One trial alone, no service: the trainer CLI on the built-in data.
+demo-trial: setup data
 	$(PY) -m trainer run examples/trial_demo.yaml --metrics-out runs/demo/metrics.jsonl
 
 test: setup
