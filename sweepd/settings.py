@@ -5,6 +5,9 @@ SWEEPD_DATABASE_URL SQLAlchemy URL (default: sqlite:///$SWEEPD_HOME/sweepd.db)
 SWEEPD_RAY_ADDRESS  a Ray cluster to run on; unset means a local Ray started on demand
 SWEEPD_DATA_ROOTS   os.pathsep-separated folders that spec data and model paths must resolve inside
                     (default: the current directory and SWEEPD_HOME)
+SWEEPD_PUBLIC_READ  1: the API's read routes need no token (writes always do)
+SWEEPD_MAX_BODY_BYTES  largest request body the API accepts (default 1 MiB; larger: 413)
+SWEEPD_HOST, SWEEPD_PORT  where `sweepd serve` listens (default 127.0.0.1:8080)
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     public_read: bool = False
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
 
     @field_validator("data_roots", mode="before")
     @classmethod

@@ -1,0 +1,105 @@
+"""The FastAPI application: ``create_app(settings=None, *, extra_routers=())``.
+
+    from api.app import create_app
+    from api.dashboard import router as dashboard_router
+
+    app = create_app(settings, extra_routers=[dashboard_router])   # serve with uvicorn
+
+REST under ``/api/v1`` (routes in ``api/routes/``), ``/healthz`` and ``/metrics`` at the root,
+OpenAPI at ``/openapi.json``, docs at ``/docs``. ``extra_routers`` (the dashboard) are included
+as they are, after the API's own routes. At startup the database is migrated to the latest
+schema; the engine is disposed at shutdown. Use the app as a context manager in tests
+(``with TestClient(app) as client``) so that startup runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy import func, select
+
+import sweepd
+from api import errors
+from api.metrics import HttpMetrics, MetricsMiddleware
+from api.routes import API_PREFIX, sweeps, system, trials
+from sweepd.settings import Settings, get_settings
+from sweepd.spec import SweepSpec
+from sweepd.store.db import make_engine, make_sessionmaker
+from sweepd.store.migrate import upgrade
+from sweepd.store.models import ApiToken
+
+log = logging.getLogger("sweepd.api")
+
+__all__ = ["API_PREFIX", "create_app"]
+
+
+def _startup(app: FastAPI) -> None:
+    settings: Settings = app.state.settings
+    upgrade(settings.resolved_database_url)
+    with app.state.sessionmaker() as session:
+        tokens = session.scalar(select(func.count()).select_from(ApiToken).where(ApiToken.revoked.is_(False)))
+    if not tokens:
+        log.warning("no API tokens yet: every write%s needs one; create one with `sweepd token create NAME`",
+                    "" if settings.public_read else " and read")
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, plus the sweep spec's models (the POST /sweeps body) and, when
+    reads are public, security made optional on the read routes."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    spec_schema = SweepSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in spec_schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components["SweepSpec"] = spec_schema
+    if app.state.settings.public_read:
+        for path in schema.get("paths", {}).values():
+            op = path.get("get")
+            if op and op.get("security"):
+                op["security"] = [{}, *op["security"]]
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIRouter] = ()) -> FastAPI:
+    """The sweepd app on the database of ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    engine = make_engine(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_startup, app)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="sweepd",
+        version=getattr(sweepd, "__version__", "0.1.0"),
+        description="Hyperparameter sweeps for supervised fine-tuning of small LLMs. "
+                    "Send `Authorization: Bearer <token>` (`sweepd token create NAME`).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.http_metrics = HttpMetrics()
+    app.state.capacity = None
+
+    routers = [sweeps.router, trials.router, system.router, *extra_routers]
+    for router in routers:  # extra routers: e.g. the dashboard (api/dashboard), by `sweepd serve`
+        app.include_router(router)
+
+    errors.install(app, [route for router in routers for route in router.routes])
+    app.add_middleware(MetricsMiddleware, metrics=app.state.http_metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

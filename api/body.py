@@ -1,0 +1,137 @@
+"""Reading a sweep spec from a request body (POST /sweeps): JSON or YAML, bounded in size and
+shape, validated with ``sweepd.spec.parse_spec``. Every problem becomes a 4xx whose detail
+names the field: 413 too large, 415 not JSON/YAML, 422 anything about the content."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from fastapi import HTTPException, Request, status
+from starlette.requests import ClientDisconnect
+
+from sweepd.spec import Capacity, SpecError, SweepSpec, _parse_text, parse_spec
+
+log = logging.getLogger("sweepd.api")
+
+JSON_TYPES = ("application/json",)
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+SPEC_TYPES = JSON_TYPES + YAML_TYPES
+# A spec is small: a body that parses into more values than this (a YAML alias bomb) or nests
+# deeper than this is refused before anything walks it.
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def error(loc: list[str | int], msg: str, type_: str = "spec_error") -> dict[str, Any]:
+    return {"loc": ["body", *loc], "msg": msg, "type": type_}
+
+
+def unprocessable(*errors: dict[str, Any]) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=list(errors))
+
+
+def field_loc(path: str) -> list[str | int]:
+    """``data.train[0].path`` -> ``["data", "train", 0, "path"]``; ``(top level)`` -> ``[]``."""
+    if path in ("(top level)", ""):
+        return []
+    return [int(i) if i else name for name, i in _PART.findall(path)]
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_limited(request: Request, max_bytes: int) -> bytes:
+    """The body, or 413 as soon as it is known to be larger than ``max_bytes``."""
+    too_large = HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"request body larger than {max_bytes:,} bytes (SWEEPD_MAX_BODY_BYTES)",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="the client went away while sending the body") from None
+    return b"".join(chunks)
+
+
+def check_media_type(request: Request) -> str:
+    mt = media_type(request)
+    if mt not in SPEC_TYPES:
+        got = f"{mt!r}" if mt else "no Content-Type"
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"a sweep spec must be sent as JSON ({', '.join(JSON_TYPES)}) "
+                   f"or YAML ({', '.join(YAML_TYPES)}); got {got}",
+        )
+    return mt
+
+
+def _check_shape(value: Any) -> None:
+    """Refuse values too large or too deep to walk safely (iterative; stops early)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise unprocessable(error([], f"the spec has more than {MAX_NODES:,} values; far more than a sweep spec needs"))
+        if depth > MAX_DEPTH:
+            raise unprocessable(error([], f"the spec nests deeper than {MAX_DEPTH} levels"))
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node.keys() if not isinstance(k, (str, int, float, bool)) and k is not None)
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def decode(raw: bytes, mt: str) -> Any:
+    """The parsed body (any JSON/YAML value), or 422 naming where the syntax broke."""
+    if not raw.strip():
+        raise unprocessable(error([], "empty body: expected a sweep spec", "missing"))
+    if mt in JSON_TYPES:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise unprocessable(error([], f"invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}",
+                                      "json_invalid")) from None
+        except (UnicodeDecodeError, RecursionError, ValueError) as err:
+            raise unprocessable(error([], f"invalid JSON: {err}", "json_invalid")) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise unprocessable(error([], f"the YAML body is not UTF-8 text ({err.reason} at byte {err.start})",
+                                  "yaml_invalid")) from None
+    try:
+        return _parse_text(text, "request body")
+    except SpecError as err:
+        raise unprocessable(*[error([], f"invalid YAML: {msg}", "yaml_invalid") for _, msg in err.errors]) from None
+    except RecursionError:
+        raise unprocessable(error([], f"invalid YAML: nested deeper than {MAX_DEPTH} levels", "yaml_invalid")) from None
+    except Exception as err:  # noqa: BLE001 - anything else the YAML library trips on is still bad input
+        raise unprocessable(error([], f"invalid YAML: {err}", "yaml_invalid")) from None
+
+
+def validate_spec(value: Any, *, data_roots: list, capacity: Capacity | None) -> SweepSpec:
+    """A validated spec (data and model paths resolved inside ``data_roots``), or 422 listing
+    every problem with its field path."""
+    _check_shape(value)
+    try:
+        return parse_spec(value, data_roots=data_roots, capacity=capacity, source="request body")
+    except SpecError as err:
+        raise unprocessable(*[error(field_loc(path), msg) for path, msg in err.errors]) from None
+    except Exception as err:  # noqa: BLE001 - bad input must never become a 500
+        log.warning("spec validation failed unexpectedly", exc_info=True)
+        raise unprocessable(error([], f"invalid spec: {type(err).__name__}: {err}")) from None

@@ -1,0 +1,209 @@
+"""/api/v1/sweeps: submit, list, inspect and cancel sweeps; their trials, curves, events,
+calibration and report."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+
+from api import analysis, body, views
+from api.deps import ReaderDep, SessionDep, SettingsDep, WriterDep
+from api.errors import R401, R404, R409, R413, R415, R422, responses
+from api.report import markdown_report
+from api.routes import API_PREFIX
+from api.schemas import (
+    Calibration,
+    EventList,
+    EventPublic,
+    ReportJson,
+    SweepCurves,
+    SweepDetail,
+    SweepPage,
+    SweepPublic,
+    TrialList,
+    TrialPublic,
+)
+from sweepd.engine.finalize import result_document
+from sweepd.spec import Capacity
+from sweepd.store import repo
+from sweepd.store.db import json_dumps
+from sweepd.store.models import SweepState, TrialState
+
+router = APIRouter(prefix=f"{API_PREFIX}/sweeps", tags=["sweeps"])
+
+MAX_INT32 = 2**31 - 1  # ids and offsets are 32-bit integers in PostgreSQL
+SweepId = Annotated[str, Path(description="the sweep's id", max_length=200)]
+
+_spec_ref = {"$ref": "#/components/schemas/SweepSpec"}
+_spec_body = {
+    "requestBody": {
+        "required": True,
+        "description": "a sweep spec (see `examples/demo.yaml`), as JSON or YAML",
+        "content": {mt: {"schema": _spec_ref} for mt in body.SPEC_TYPES},
+    }
+}
+
+
+def _capacity(request: Request) -> Capacity:
+    """What a trial may reserve: this machine's CPUs and GPUs (detected once), or anything
+    when sweeps run on a Ray cluster, whose size only the cluster knows."""
+    state = request.app.state
+    if getattr(state, "capacity", None) is None:
+        settings = state.settings
+        state.capacity = Capacity.unlimited() if settings.ray_address else Capacity.detect()
+    return state.capacity
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepPublic,
+    responses=responses(R401, R413, R415, R422),
+    openapi_extra=_spec_body,
+    summary="Submit a sweep",
+)
+async def create_sweep(request: Request, response: Response, session: SessionDep, settings: SettingsDep,
+                       token: WriterDep) -> SweepPublic:
+    """Validate the spec (every problem at once, each with its field path; data and model
+    paths must resolve inside SWEEPD_DATA_ROOTS) and queue the sweep."""
+    mt = body.check_media_type(request)
+    raw = await body.read_limited(request, settings.max_body_bytes)
+    value = body.decode(raw, mt)
+    capacity = await run_in_threadpool(_capacity, request)
+
+    def create() -> SweepPublic:
+        spec = body.validate_spec(value, data_roots=settings.resolved_data_roots, capacity=capacity)
+        sweep = repo.create_sweep(session, name=spec.name, spec=json.loads(spec.model_dump_json()))
+        repo.add_event(session, sweep.id, "info", f"sweep submitted with token {token.name!r}",
+                       payload={"token": token.name})
+        session.commit()
+        return views.sweep_public(session, sweep)
+
+    public = await run_in_threadpool(create)
+    response.headers["Location"] = f"{API_PREFIX}/sweeps/{public.id}"
+    return public
+
+
+@router.get("", response_model=SweepPage, responses=responses(R401, R422), summary="List sweeps")
+def list_sweeps(
+    session: SessionDep,
+    _: ReaderDep,
+    state: Annotated[SweepState | None, Query(description="only sweeps in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT32)] = 0,
+) -> SweepPage:
+    """Newest first."""
+    page = repo.list_sweeps(session, state=state, limit=limit, offset=offset)
+    return SweepPage(items=views.sweep_publics(session, page.items), total=page.total,
+                     limit=page.limit, offset=page.offset)
+
+
+@router.get("/{sweep_id}", response_model=SweepDetail, responses=responses(R401, R404, R422),
+            summary="A sweep: state, progress, best trial, ledger and spec")
+def get_sweep(sweep_id: SweepId, session: SessionDep, _: ReaderDep) -> SweepDetail:
+    return views.sweep_detail(session, views.sweep_or_404(session, sweep_id))
+
+
+@router.post("/{sweep_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=SweepPublic,
+             responses=responses(R401, R404, R409, R422), summary="Cancel a queued or running sweep")
+def cancel_sweep(sweep_id: SweepId, session: SessionDep, token: WriterDep) -> SweepPublic:
+    """The sweep becomes `cancelled` at once; its controller stops the running trials within
+    seconds. A sweep that has already finished is a 409."""
+    sweep = views.sweep_or_404(session, sweep_id)
+    done = repo.set_sweep_state(session, sweep.id, SweepState.cancelled,
+                                only_from=[SweepState.queued, SweepState.running],
+                                message=f"sweep cancelled with token {token.name!r}")
+    if done is None:
+        session.rollback()
+        current = repo.get_sweep(session, sweep.id)
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"sweep {sweep.id!r} is already {current.state if current else 'gone'}: "
+                                   "only queued or running sweeps can be cancelled")
+    session.commit()
+    return views.sweep_public(session, done)
+
+
+@router.get("/{sweep_id}/trials", response_model=TrialList, responses=responses(R401, R404, R422),
+            summary="A sweep's trials, in number order")
+def list_trials(
+    sweep_id: SweepId,
+    session: SessionDep,
+    _: ReaderDep,
+    state: Annotated[TrialState | None, Query(description="only trials in this state")] = None,
+) -> TrialList:
+    sweep = views.sweep_or_404(session, sweep_id)
+    trials = repo.list_trials(session, sweep.id, state=state)
+    return TrialList(items=[TrialPublic.model_validate(t) for t in trials])
+
+
+@router.get("/{sweep_id}/curves", response_model=SweepCurves, responses=responses(R401, R404, R422),
+            summary="Every trial's training curve, downsampled")
+def get_curves(
+    sweep_id: SweepId,
+    session: SessionDep,
+    _: ReaderDep,
+    max_points: Annotated[int, Query(ge=2, le=2000, description="points per trial at most")] = 200,
+) -> Response:
+    """One response for the whole sweep (the dashboard's chart): each trial's points keep the
+    first and last step and evenly spaced steps between them."""
+    sweep = views.sweep_or_404(session, sweep_id)
+    doc = {"trials": analysis.sweep_curves(session, sweep.id, max_points)}
+    try:
+        content = json.dumps(doc, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # a non-finite float that did not come through the repository: null
+        content = json_dumps(doc)
+    return Response(content, media_type="application/json")
+
+
+@router.get("/{sweep_id}/events", response_model=EventList, responses=responses(R401, R404, R422),
+            summary="A sweep's events: the pruner's decisions, state changes, errors")
+def list_events(
+    sweep_id: SweepId,
+    session: SessionDep,
+    _: ReaderDep,
+    after_id: Annotated[int | None, Query(ge=0, le=MAX_INT32, description="only events newer than this id")] = None,
+    kind: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.:-]{1,32}$",
+                                      description="only this kind: decision, state, info, error, ...")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> EventList:
+    """Oldest first (poll with `after_id` = the last id seen)."""
+    sweep = views.sweep_or_404(session, sweep_id)
+    events = repo.list_events(session, sweep.id, kind=kind, after_id=after_id, limit=limit)
+    return EventList(items=[EventPublic.model_validate(e) for e in events])
+
+
+@router.get("/{sweep_id}/calibration", response_model=Calibration, responses=responses(R401, R404, R422),
+            summary="How well the early signals predicted the final objective")
+def get_calibration(sweep_id: SweepId, session: SessionDep, _: ReaderDep) -> Calibration:
+    """For the completed trials: Spearman's rho between the smoothed `loss` / `grad_norm` at
+    each of the pruner's first rungs and the final objective (null when n < 3)."""
+    return analysis.calibration(session, views.sweep_or_404(session, sweep_id))
+
+
+@router.get(
+    "/{sweep_id}/report",
+    response_model=ReportJson,
+    responses={
+        **responses(R401, R404, R422),
+        200: {"description": "the result document (JSON) or a Markdown summary",
+              "content": {"application/json": {}, "text/markdown": {"schema": {"type": "string"}}}},
+    },
+    summary="The sweep's result: JSON document or Markdown summary",
+)
+def get_report(
+    sweep_id: SweepId,
+    session: SessionDep,
+    _: ReaderDep,
+    format: Annotated[Literal["json", "markdown"], Query(description="json or markdown")] = "json",
+) -> ReportJson | Response:
+    sweep = views.sweep_or_404(session, sweep_id)
+    doc = result_document(session, sweep.id)
+    if format == "markdown":
+        objective = views.objective_of(sweep, views.stored_spec(sweep))
+        text = markdown_report(doc, metric=objective.metric, mode=objective.mode)
+        return PlainTextResponse(text, media_type="text/markdown")
+    return ReportJson.model_validate(doc)

@@ -1,0 +1,172 @@
+"""Store rows -> response schemas, in few queries (a page of sweeps costs a fixed number of
+queries, not one per sweep; a sweep's detail never loads metric points)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import HTTPException, status
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from api.schemas import BestTrialOut, ObjectiveOut, ProgressOut, SweepDetail, SweepPublic
+from sweepd.spec import METRICS, SweepSpec
+from sweepd.store import repo
+from sweepd.store.models import Sweep, Trial, TrialState
+
+log = logging.getLogger("sweepd.api")
+
+FINISHED_TRIAL_STATES = ("completed", "stopped", "failed", "diverged")
+_MAX_ID_LEN = 128
+
+
+def _plausible_id(value: str) -> bool:
+    """Ids are short printable strings; anything else cannot exist (and NUL would upset
+    PostgreSQL), so it is a 404 without asking the database."""
+    return 0 < len(value) <= _MAX_ID_LEN and value.isprintable()
+
+
+def sweep_or_404(session: Session, sweep_id: str) -> Sweep:
+    sweep = repo.get_sweep(session, sweep_id) if _plausible_id(sweep_id) else None
+    if sweep is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no sweep {sweep_id!r}")
+    return sweep
+
+
+def trial_or_404(session: Session, trial_id: str) -> Trial:
+    trial = repo.get_trial(session, trial_id) if _plausible_id(trial_id) else None
+    if trial is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no trial {trial_id!r}")
+    return trial
+
+
+def stored_spec(sweep: Sweep) -> SweepSpec | None:
+    """The sweep's spec as a model, or None when the stored dict is not a valid spec (then the
+    views fall back to reading the raw dict)."""
+    try:
+        return SweepSpec.from_stored(sweep.spec)
+    except Exception:  # noqa: BLE001 - a row written by something else; never a 500 on a read
+        log.warning("sweep %s: stored spec does not validate", sweep.id, exc_info=True)
+        return None
+
+
+def objective_of(sweep: Sweep, spec: SweepSpec | None = None) -> ObjectiveOut:
+    if spec is not None:
+        return ObjectiveOut(metric=spec.objective.metric, mode=spec.objective.mode)
+    raw = sweep.spec.get("objective") if isinstance(sweep.spec, dict) else None
+    raw = raw if isinstance(raw, dict) else {}
+    metric = raw.get("metric") if isinstance(raw.get("metric"), str) else "eval_loss"
+    mode = raw.get("mode") if raw.get("mode") in ("min", "max") else METRICS.get(metric, "min")
+    return ObjectiveOut(metric=metric, mode=mode)
+
+
+def _planned(sweep: Sweep, spec: SweepSpec | None) -> int:
+    if spec is not None:
+        try:
+            return spec.planned_trials
+        except Exception:  # noqa: BLE001 - e.g. a grid over a non-choice domain
+            pass
+    search = sweep.spec.get("search") if isinstance(sweep.spec, dict) else None
+    n = search.get("num_trials") if isinstance(search, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) else 0
+
+
+def trial_counts(session: Session, sweep_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """{sweep_id: {state: count}} for all the sweeps in ONE grouped query."""
+    out: dict[str, dict[str, int]] = {sid: {} for sid in sweep_ids}
+    if not sweep_ids:
+        return out
+    rows = session.execute(
+        select(Trial.sweep_id, Trial.state, func.count())
+        .where(Trial.sweep_id.in_(list(sweep_ids)))
+        .group_by(Trial.sweep_id, Trial.state)
+    ).all()
+    for sid, state, n in rows:
+        out[sid][state] = int(n)
+    return out
+
+
+def best_trials(session: Session, sweeps: Sequence[Sweep], modes: dict[str, str]) -> dict[str, Trial]:
+    """{sweep_id: best trial}: the stored best trial (set when a sweep finishes), else the best
+    completed trial so far (lowest trial number on ties). Two queries for any number of sweeps."""
+    stored = {s.id: s.best_trial_id for s in sweeps if s.best_trial_id}
+    live = [s.id for s in sweeps if not s.best_trial_id]
+    wanted: dict[str, float] = {}
+    if live:
+        rows = session.execute(
+            select(Trial.sweep_id, func.min(Trial.objective), func.max(Trial.objective))
+            .where(
+                Trial.sweep_id.in_(live),
+                Trial.state == TrialState.completed.value,
+                Trial.objective.is_not(None),
+            )
+            .group_by(Trial.sweep_id)
+        ).all()
+        for sid, lo, hi in rows:
+            value = hi if modes.get(sid) == "max" else lo
+            if value is not None:
+                wanted[sid] = value
+    if not stored and not wanted:
+        return {}
+    conds = []
+    if stored:
+        conds.append(Trial.id.in_(list(stored.values())))
+    conds += [
+        and_(Trial.sweep_id == sid, Trial.state == TrialState.completed.value, Trial.objective == value)
+        for sid, value in wanted.items()
+    ]
+    out: dict[str, Trial] = {}
+    for t in session.scalars(select(Trial).where(or_(*conds)).order_by(Trial.number)).all():
+        if stored.get(t.sweep_id) == t.id or (t.sweep_id in wanted and t.sweep_id not in out):
+            out[t.sweep_id] = t
+    return out
+
+
+def _progress(planned: int, counts: dict[str, int]) -> ProgressOut:
+    by_state = {s.value: counts.get(s.value, 0) for s in TrialState}
+    return ProgressOut(
+        planned=planned, **by_state, finished=sum(by_state[s] for s in FINISHED_TRIAL_STATES)
+    )
+
+
+def _best(trial: Trial | None) -> BestTrialOut | None:
+    if trial is None:
+        return None
+    return BestTrialOut(trial_id=trial.id, number=trial.number, config=trial.config or {},
+                        objective=trial.objective)
+
+
+def _fields(sweep: Sweep) -> dict[str, Any]:
+    return {
+        "id": sweep.id, "name": sweep.name, "state": sweep.state, "created_at": sweep.created_at,
+        "started_at": sweep.started_at, "finished_at": sweep.finished_at, "error": sweep.error,
+        "ledger": sweep.ledger or {},
+    }  # fmt: skip
+
+
+def sweep_publics(session: Session, sweeps: Sequence[Sweep]) -> list[SweepPublic]:
+    """Public views of a page of sweeps: 3 queries whatever the page size."""
+    specs = {s.id: stored_spec(s) for s in sweeps}
+    objectives = {s.id: objective_of(s, specs[s.id]) for s in sweeps}
+    counts = trial_counts(session, [s.id for s in sweeps])
+    best = best_trials(session, sweeps, {sid: o.mode for sid, o in objectives.items()})
+    return [
+        SweepPublic(
+            **_fields(s),
+            objective=objectives[s.id],
+            progress=_progress(_planned(s, specs[s.id]), counts[s.id]),
+            best=_best(best.get(s.id)),
+        )
+        for s in sweeps
+    ]
+
+
+def sweep_public(session: Session, sweep: Sweep) -> SweepPublic:
+    return sweep_publics(session, [sweep])[0]
+
+
+def sweep_detail(session: Session, sweep: Sweep) -> SweepDetail:
+    public = sweep_public(session, sweep)
+    return SweepDetail(**public.model_dump(), spec=sweep.spec if isinstance(sweep.spec, dict) else {})

@@ -1,0 +1,163 @@
+"""The read routes' content: trials, metrics downsampling, curves, events, calibration, report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from api.analysis import average_ranks, kept_indexes, spearman
+from sweepd.engine.finalize import result_document
+from sweepd.store import repo, session_scope
+from tests.api.factories import API, Api, Seeded, add_trial, curve, make_sweep
+
+
+def test_trials_list_filter_and_one_trial(api: Api, seeded: Seeded):
+    items = api.get(f"{API}/sweeps/{seeded.sweep_id}/trials").json()["items"]
+    assert [t["number"] for t in items] == [0, 1, 2, 3, 4]
+    assert set(items[0]) == {"id", "sweep_id", "number", "state", "config", "objective", "metrics_final",
+                             "stopped_at", "reason", "error", "attempts", "samples", "tokens", "seconds",
+                             "started_at", "finished_at"}
+    stopped = api.get(f"{API}/sweeps/{seeded.sweep_id}/trials", params={"state": "stopped"}).json()["items"]
+    assert [(t["number"], t["stopped_at"], t["reason"]) for t in stopped] == [(3, 64.0, "grad norm is 3rd of 3")]
+    one = api.get(f"{API}/trials/{seeded.trial_ids[1]}").json()
+    assert one == items[1]
+    assert one["objective"] == 1.2 and one["sweep_id"] == seeded.sweep_id
+
+
+def test_metrics_are_downsampled_to_max_points(api: Api, seeded: Seeded):
+    tid = seeded.trial_ids[0]  # 300 points, steps 0..299
+    full = api.get(f"{API}/trials/{tid}/metrics").json()
+    assert full["trial_id"] == tid and len(full["points"]) == 300
+    assert set(full["points"][0]) == {"step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds"}
+    for m in (2, 7, 50, 299):
+        pts = api.get(f"{API}/trials/{tid}/metrics", params={"max_points": m}).json()["points"]
+        steps = [p["step"] for p in pts]
+        assert len(pts) == m and steps[0] == 0 and steps[-1] == 299 and steps == sorted(set(steps))
+    assert len(api.get(f"{API}/trials/{tid}/metrics", params={"max_points": 5000}).json()["points"]) == 300
+
+
+def test_curves_return_every_trial_downsampled_like_the_metrics_route(api: Api, seeded: Seeded):
+    # a trial with gaps in its steps goes through the windowed query
+    gappy = add_trial(api.sessions, seeded.sweep_id, 5, state="completed", objective=1.7,
+                      points=[p for p in curve(400) if p["step"] % 3])
+    add_trial(api.sessions, seeded.sweep_id, 6, state="pending")  # no points yet
+    for m in (2, 25, 200):
+        trials = api.get(f"{API}/sweeps/{seeded.sweep_id}/curves", params={"max_points": m}).json()["trials"]
+        assert [t["number"] for t in trials] == [0, 1, 2, 3, 4, 5, 6]
+        for t in trials:
+            assert set(t) == {"id", "number", "state", "stopped_at", "reason", "points"}
+            want = api.get(f"{API}/trials/{t['id']}/metrics", params={"max_points": m}).json()["points"]
+            assert t["points"] == want, (m, t["number"])
+            assert len(t["points"]) <= m
+        assert trials[3]["state"] == "stopped" and trials[3]["stopped_at"] == 64
+        assert trials[6]["points"] == []
+        assert trials[5]["id"] == gappy
+    default = api.get(f"{API}/sweeps/{seeded.sweep_id}/curves").json()["trials"]
+    assert max(len(t["points"]) for t in default) == 200
+
+
+def test_kept_indexes_match_the_repository_rule():
+    assert kept_indexes(3, 5) == [0, 1, 2]
+    for n, m in [(10, 2), (10, 3), (300, 7), (1000, 999), (2001, 200)]:
+        kept = kept_indexes(n, m)
+        assert len(kept) == m and kept[0] == 0 and kept[-1] == n - 1 and kept == sorted(set(kept))
+        # the repository's rule, row by row: keep row k when it starts a new bucket
+        assert kept == [k for k in range(n) if k == 0 or (k * (m - 1)) // (n - 1) > ((k - 1) * (m - 1)) // (n - 1)]
+
+
+def test_events_in_order_with_after_id_kind_and_limit(api: Api, seeded: Seeded):
+    items = api.get(f"{API}/sweeps/{seeded.sweep_id}/events").json()["items"]
+    assert [e["kind"] for e in items] == ["state", "decision", "info"]
+    decision = items[1]
+    assert decision["trial_id"] == seeded.trial_ids[3] and decision["payload"] == {"rung": 0, "stop": True}
+    assert set(decision) == {"id", "sweep_id", "trial_id", "kind", "created_at", "message", "payload"}
+    newer = api.get(f"{API}/sweeps/{seeded.sweep_id}/events", params={"after_id": items[0]["id"]}).json()["items"]
+    assert [e["id"] for e in newer] == [items[1]["id"], items[2]["id"]]
+    only = api.get(f"{API}/sweeps/{seeded.sweep_id}/events", params={"kind": "decision"}).json()["items"]
+    assert [e["id"] for e in only] == [decision["id"]]
+    assert len(api.get(f"{API}/sweeps/{seeded.sweep_id}/events", params={"limit": 1}).json()["items"]) == 1
+    last = api.get(f"{API}/sweeps/{seeded.sweep_id}/events", params={"after_id": 2**31 - 1})
+    assert last.status_code == 200 and last.json()["items"] == []
+    assert api.get(f"{API}/sweeps/{seeded.sweep_id}/events", params={"after_id": 2**31}).status_code == 422
+
+
+# ---- calibration ------------------------------------------------------------------------------
+
+
+def test_spearman_by_hand():
+    assert average_ranks([10, 20, 20, 30]) == [1, 2.5, 2.5, 4]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(4.5 / (4.5 * 5) ** 0.5)
+    assert spearman([1, 2], [2, 1]) is None  # n < 3
+    assert spearman([1, 1, 1], [1, 2, 3]) is None  # constant: undefined
+
+
+def test_calibration_gives_the_expected_signs(api: Api):
+    # grace 64 samples, reduction factor 2, budget 1024 samples: rungs at 64, 128 and 256.
+    sid = make_sweep(api.sessions, api.data, state="running")
+    for n, level in enumerate([0.5, 1.0, 1.5, 2.0, 2.5, 3.0]):
+        # a higher early grad norm and a LOWER early loss go with a worse (higher) final eval_loss
+        add_trial(api.sessions, sid, n, state="completed", objective=1.0 + level,
+                  points=curve(128, batch=8, grad0=level, loss0=5.0 - level))
+    add_trial(api.sessions, sid, 6, state="completed", objective=9.0, points=curve(12, batch=8))  # reached 64 only
+    add_trial(api.sessions, sid, 7, state="stopped", points=curve(64, batch=8, grad0=99.0))  # not finished
+    add_trial(api.sessions, sid, 8, state="completed", objective=None, points=curve(64))  # no objective
+    body = api.get(f"{API}/sweeps/{sid}/calibration").json()
+    assert body["objective"] == {"metric": "eval_loss", "mode": "min"}
+    assert body["n_trials"] == 7
+    rows = {(r["signal"], r["at"]): r for r in body["rows"]}
+    assert sorted({at for _, at in rows}) == [64, 128, 256]
+    for at in (128, 256):
+        assert rows[("grad_norm", at)]["spearman"] == pytest.approx(1.0)
+        assert rows[("loss", at)]["spearman"] == pytest.approx(-1.0)
+        assert rows[("grad_norm", at)]["n"] == 6
+    assert rows[("grad_norm", 64)]["n"] == 7  # the short trial counts where it got to
+    assert rows[("grad_norm", 64)]["spearman"] > 0 and rows[("loss", 64)]["spearman"] < 0
+
+
+def test_calibration_with_too_few_trials_is_null(api: Api):
+    sid = make_sweep(api.sessions, api.data, state="running")
+    add_trial(api.sessions, sid, 0, state="completed", objective=1.0, points=curve(100))
+    add_trial(api.sessions, sid, 1, state="completed", objective=2.0, points=curve(100))
+    body = api.get(f"{API}/sweeps/{sid}/calibration").json()
+    assert body["n_trials"] == 2
+    assert all(r["spearman"] is None and r["n"] == 2 for r in body["rows"])
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def test_report_json_is_the_result_document(api: Api, seeded: Seeded):
+    r = api.get(f"{API}/sweeps/{seeded.sweep_id}/report")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    with api.sessions() as s:
+        doc = result_document(s, seeded.sweep_id)
+    assert r.json() == json.loads(json.dumps(doc))
+    assert [t["number"] for t in doc["trials"]] == [0, 1, 2, 3, 4]
+    assert r.json() == api.get(f"{API}/sweeps/{seeded.sweep_id}/report", params={"format": "json"}).json()
+
+
+def test_report_markdown(api: Api, seeded: Seeded):
+    sid = seeded.sweep_id
+    for n, obj in [(5, 1.1), (6, 1.4), (7, 2.5)]:
+        add_trial(api.sessions, sid, n, state="completed", objective=obj, config={"learning_rate": 1e-5, "x": "a|b"})
+    with session_scope(api.sessions) as s:
+        repo.set_best_trial(s, sid, f"{sid}-0005")
+        repo.update_ledger(s, sid, {"spent": {"samples": 12000, "tokens": 240000, "seconds": 12.5},
+                                    "stopped_trials_would_have_spent": {"samples": 4000, "tokens": 80000, "seconds": 4.0},
+                                    "without_pruning": {"samples": 16000, "tokens": 320000, "seconds": 16.5},
+                                    "fraction_saved": 0.25, "trials_stopped": 1})  # fmt: skip
+    r = api.get(f"{API}/sweeps/{sid}/report", params={"format": "markdown"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/markdown")
+    md = r.text
+    for heading in ("# Sweep api-test", "## Best trial", "## Top 5 trials", "## Compute", "## Trials by state"):
+        assert heading in md
+    assert "Trial 5" in md and "**eval_loss = 1.1**" in md
+    top = md.split("## Top 5 trials")[1].split("## Compute")[0]
+    ranked = [int(line.split("|")[2]) for line in top.splitlines() if line.startswith("| ") and "rank" not in line]
+    assert ranked == [5, 1, 6, 0, 2]  # objectives 1.1, 1.2, 1.4, 1.5, 1.9 (lower is better)
+    assert "a\\|b" in md  # table cells are escaped
+    assert "| samples | 12,000 | 4,000 | 16,000 |" in md and "25.0%" in md
+    assert "| completed | 6 |" in md and "| stopped | 1 |" in md and "| total | 8 |" in md

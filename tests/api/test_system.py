@@ -1,0 +1,71 @@
+"""/healthz, /metrics (Prometheus text), and a database that cannot be reached."""
+
+from __future__ import annotations
+
+import re
+
+from sweepd.store import make_engine, make_sessionmaker, repo, session_scope
+from tests.api.factories import API, Api, Seeded, make_sweep
+
+UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:1/nothing?connect_timeout=2"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" (\S+)$"
+    found = [float(m.group(1)) for line in text.splitlines() if (m := re.match(pattern, line))]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+def test_healthz(api: Api):
+    r = api.client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok", "database": "ok"}
+
+
+def test_metrics_exposition(api: Api, seeded: Seeded):
+    make_sweep(api.sessions, api.data)  # queued
+    with session_scope(api.sessions) as s:
+        repo.add_event(s, seeded.sweep_id, "decision", "another one")
+    api.get(f"{API}/sweeps/{seeded.sweep_id}")
+    api.get(f"{API}/sweeps/{seeded.sweep_id}")
+    api.client.get("/no/such/page")
+    r = api.client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = r.text
+    assert sample(text, "sweepd_sweeps", state="running") == 1
+    assert sample(text, "sweepd_sweeps", state="queued") == 1
+    assert sample(text, "sweepd_sweeps", state="cancelled") == 0
+    assert sample(text, "sweepd_trials_running") == 1
+    assert sample(text, "sweepd_decisions_total") == 2
+    assert sample(text, "sweepd_database_up") == 1
+    route = f"{API}/sweeps/{{sweep_id}}"
+    h = "sweepd_http_request_duration_seconds"
+    assert sample(text, f"{h}_count", method="GET", route=route) == 2
+    assert sample(text, f"{h}_bucket", method="GET", route=route, le="+Inf") == 2
+    assert sample(text, f"{h}_sum", method="GET", route=route) > 0
+    assert sample(text, "sweepd_http_requests_total", method="GET", route=route, status="200") == 2
+    assert sample(text, "sweepd_http_requests_total", method="GET", route="<unmatched>", status="404") == 1
+    assert seeded.sweep_id not in text  # labels are route templates, never raw paths
+    # buckets are cumulative and every metric is typed
+    buckets = [float(m.group(1)) for m in re.finditer(rf'{h}_bucket\{{method="GET",route="{re.escape(route)}",le="[^"]+"\}} (\S+)', text)]
+    assert buckets == sorted(buckets) and len(buckets) == 12
+    for name in ("sweepd_sweeps", "sweepd_trials_running", "sweepd_decisions_total", h, "sweepd_http_requests_total"):
+        assert re.search(rf"^# TYPE {name} (gauge|counter|histogram)$", text, re.M), name
+
+
+def test_an_unreachable_database_is_503_not_500(api: Api):
+    broken = make_engine(UNREACHABLE)
+    api.app.state.engine, api.app.state.sessionmaker = broken, make_sessionmaker(broken)
+    try:
+        r = api.client.get("/healthz")
+        assert r.status_code == 503 and r.json()["status"] == "error"
+        assert "unreachable" in r.json()["database"] and "nobody" not in r.text  # no URL in the answer
+        metrics = api.client.get("/metrics")
+        assert metrics.status_code == 200 and "sweepd_database_up 0" in metrics.text
+        r = api.get(f"{API}/sweeps")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json() == {"detail": "database unavailable; retry shortly"}
+    finally:
+        broken.dispose()
