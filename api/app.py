@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
@@ -101,5 +102,7 @@ def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIR
 
     errors.install(app, [route for router in routers for route in router.routes])
     app.add_middleware(MetricsMiddleware, metrics=app.state.http_metrics)
+    # curves of hundreds of trials are megabytes of JSON numbers; they compress ~5x
+    app.add_middleware(GZipMiddleware, minimum_size=4096)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

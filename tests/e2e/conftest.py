@@ -27,6 +27,11 @@ def sweep_env(tmp_path):
     return env, data
 
 
+# A smaller sweep for the crash and resume tests: they are about surviving, not about search.
+SMALL = {"search": {"num_trials": 6}, "budget": {"max_samples": 1024},
+         "pruner": {"grace": 128}}
+
+
 def demo_spec(data: Path, path: Path, **overrides) -> Path:
     spec = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())
     spec["data"]["train"] = [{"path": str(data / "train.jsonl")}]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.e2e.conftest import REPO, db, demo_spec, sweepd
+from tests.e2e.conftest import REPO, SMALL, db, demo_spec, sweepd
 
 
 def finished_trials(env) -> int:
@@ -22,7 +22,7 @@ def finished_trials(env) -> int:
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(sweep_env, tmp_path):
     env, data = sweep_env
-    spec = demo_spec(data, tmp_path / "demo.yaml")
+    spec = demo_spec(data, tmp_path / "demo.yaml", **SMALL)
     first = subprocess.Popen([sys.executable, "-m", "sweepd.cli", "run", str(spec)], env=env, cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
@@ -44,12 +44,12 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(sweep_env, tmp_
     assert "resuming sweep" in proc.stderr
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["state"] == "succeeded"
-    assert sorted(t["number"] for t in result["trials"]) == list(range(1, 9))
+    assert sorted(t["number"] for t in result["trials"]) == list(range(1, SMALL["search"]["num_trials"] + 1))
     assert before >= 3
 
     with db(env) as conn:
         assert conn.execute("SELECT COUNT(*) FROM sweepd_sweeps").fetchone()[0] == 1
-        assert conn.execute("SELECT COUNT(*) FROM sweepd_trials").fetchone()[0] == 8
+        assert conn.execute("SELECT COUNT(*) FROM sweepd_trials").fetchone()[0] == SMALL["search"]["num_trials"]
         assert conn.execute("SELECT COUNT(*) FROM sweepd_trials WHERE state IN ('running', 'pending')").fetchone()[0] == 0
         # finished trials were not rerun: one attempt each, same state as before the kill
         for number, state in done_before.items():
@@ -62,5 +62,5 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(sweep_env, tmp_
         # Optuna: exactly the sweep's trials finished; a trial asked for just before the kill and
         # never run is closed as FAIL, never left RUNNING
         states = [s for (s,) in conn.execute("SELECT state FROM trials").fetchall()]
-        assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 8, states
+        assert sum(s in ("COMPLETE", "PRUNED") for s in states) == SMALL["search"]["num_trials"], states
         assert set(states) <= {"COMPLETE", "PRUNED", "FAIL"}, states

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.e2e.conftest import REPO, db, demo_spec, sweepd
+from tests.e2e.conftest import REPO, SMALL, db, demo_spec, sweepd
 
 
 def free_port() -> int:
@@ -49,7 +49,7 @@ def test_service_killed_mid_sweep_finishes_the_sweep_after_restart(sweep_env, tm
     log = open(tmp_path / "serve.log", "ab")
 
     first = start_serve(env, port, log)
-    spec = demo_spec(data, tmp_path / "demo.yaml").read_text()
+    spec = demo_spec(data, tmp_path / "demo.yaml", **SMALL).read_text()
     r = httpx.post(f"{api}/sweeps", content=spec, headers={**headers, "Content-Type": "application/yaml"})
     assert r.status_code == 201, r.text
     sweep_id = r.json()["id"]
@@ -89,7 +89,7 @@ def test_service_killed_mid_sweep_finishes_the_sweep_after_restart(sweep_env, tm
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=60)
 
-    assert sorted(t["number"] for t in trials) == list(range(1, 9))
+    assert sorted(t["number"] for t in trials) == list(range(1, SMALL["search"]["num_trials"] + 1))
     assert not [t for t in trials if t["state"] in ("running", "pending")]
     by_number = {t["number"]: t for t in trials}
     for number, state in done_before.items():  # finished before the crash: not rerun
