@@ -15,6 +15,8 @@ from api.schemas import Calibration, CalibrationRow, ObjectiveOut
 from api.views import objective_of, stored_spec
 from sweepd.spec import PrunerSpec, SweepSpec
 from sweepd.store.models import MetricPoint, Sweep, Trial, TrialState
+from sweepd.pruners.signals import rank_correlation
+from sweepd.pruners.signals import ranks as average_ranks  # ascending ranks, ties averaged
 
 POINT_FIELDS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds")
 CALIBRATION_SIGNALS = ("loss", "grad_norm")
@@ -119,21 +121,6 @@ def sweep_curves(session: Session, sweep_id: str, max_points: int) -> list[dict[
 # ---- calibration ------------------------------------------------------------------------------
 
 
-def average_ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties getting the average of the ranks they span."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for idx in order[i : j + 1]:
-            ranks[idx] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
 def spearman(xs: list[float], ys: list[float]) -> float | None:
     """Spearman's rho: Pearson's correlation of the average ranks. None when there are fewer
     than 3 pairs or either side is constant (undefined)."""
@@ -141,14 +128,7 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
         raise ValueError(f"need pairs, got {len(xs)} and {len(ys)} values")
     if len(xs) < MIN_SPEARMAN_N:
         return None
-    rx, ry = average_ranks(xs), average_ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return None
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    return rank_correlation(xs, ys)
 
 
 def _pruner_axis(sweep: Sweep, spec: SweepSpec | None) -> tuple[list[float], str, int]:

@@ -110,14 +110,20 @@ def ranks(values: list[float | None], lower_is_better: bool = True) -> list[floa
     return out
 
 
-def spearman(xs: list[float], ys: list[float]) -> float:
-    """Spearman's rho (Pearson on average ranks); 0.0 when either side is constant."""
+def rank_correlation(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rho (Pearson on average ranks); None when either side is constant."""
     rx, ry = ranks(list(xs)), ranks(list(ys))
     mx, my = statistics.fmean(rx), statistics.fmean(ry)
     sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
     sxx = sum((a - mx) ** 2 for a in rx)
     syy = sum((b - my) ** 2 for b in ry)
-    return 0.0 if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
+    return None if sxx == 0 or syy == 0 else max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rho; 0.0 (no evidence either way) when either side is constant."""
+    rho = rank_correlation(xs, ys)
+    return 0.0 if rho is None else rho
 
 
 def weighted_ranks(cohort: list[dict], weights: dict[str, float]) -> list[float]:
