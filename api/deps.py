@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sweepd.settings import Settings
 from sweepd.store import repo
 from sweepd.store.models import ApiToken
+from sweepd.store.db import session_scope
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -33,15 +34,8 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session: Session = request.app.state.sessionmaker()
-    try:
+    with session_scope(request.app.state.sessionmaker) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
