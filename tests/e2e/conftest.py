@@ -29,13 +29,14 @@ def sweep_env(tmp_path):
 
 # A smaller sweep for the crash and resume tests: they are about surviving, not about search.
 SMALL = {"search": {"num_trials": 6}, "budget": {"max_samples": 1024},
-         "pruner": {"grace": 128}}
+         "pruner": {"grace": 128}, "save_best_model": True}
 
 
-def demo_spec(data: Path, path: Path, **overrides) -> Path:
+def demo_spec(data_dir: Path, path: Path, **overrides) -> Path:
+    """examples/demo.yaml on the test's data; each override updates one top-level section."""
     spec = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())
-    spec["data"]["train"] = [{"path": str(data / "train.jsonl")}]
-    spec["data"]["eval"] = [{"path": str(data / "eval.jsonl")}]
+    spec["data"]["train"] = [{"path": str(data_dir / "train.jsonl")}]
+    spec["data"]["eval"] = [{"path": str(data_dir / "eval.jsonl")}]
     for key, value in overrides.items():
         spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
     path.write_text(yaml.safe_dump(spec))

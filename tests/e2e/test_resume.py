@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.e2e.conftest import REPO, SMALL, db, demo_spec, sweepd
 
@@ -46,6 +47,10 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(sweep_env, tmp_
     assert result["state"] == "succeeded"
     assert sorted(t["number"] for t in result["trials"]) == list(range(1, SMALL["search"]["num_trials"] + 1))
     assert before >= 3
+    # save_best_model: the best trial's model is kept in Hugging Face format, the others removed
+    best_dir = Path(result["ledger"]["best_model_dir"])
+    assert (best_dir / "config.json").exists() and (best_dir / "tokenizer_config.json").exists()
+    assert [p for p in best_dir.parent.iterdir() if p.is_dir()] == [best_dir]
 
     with db(env) as conn:
         assert conn.execute("SELECT COUNT(*) FROM sweepd_sweeps").fetchone()[0] == 1
