@@ -10,11 +10,20 @@ from typing import Annotated, Optional
 import typer
 
 
+def _capacity():
+    """This machine's CPUs and GPUs bound a local sweep; on a Ray cluster (SWEEPD_RAY_ADDRESS)
+    the cluster does, and Ray itself refuses what it can never place."""
+    from sweepd.settings import get_settings
+    from sweepd.spec import Capacity
+
+    return Capacity.unlimited() if get_settings().ray_address else None
+
+
 def validate(spec: Annotated[Path, typer.Argument(help="Sweep spec, YAML or JSON.")]) -> None:
     """Check a spec and print the resolved plan; exit 2 with every problem listed."""
     from sweepd.plan import validate_command
 
-    code, text = validate_command(str(spec))
+    code, text = validate_command(str(spec), capacity=_capacity())
     typer.echo(text, err=code != 0)
     raise typer.Exit(code)
 
@@ -32,7 +41,7 @@ def run(
 
     console = Console(stderr=True)
     try:
-        parsed = load_spec(str(spec))
+        parsed = load_spec(str(spec), capacity=_capacity())
     except SpecError as err:
         console.print(f"[red]{spec}: invalid spec[/red]\n{err}", markup=True, highlight=False)
         raise typer.Exit(2)
