@@ -1,8 +1,7 @@
 """A real sweepd API server for the client tests, and a scripted controller.
 
-``server``: the real FastAPI app (``api.app.create_app``) served by uvicorn in a thread on
-127.0.0.1 and a free port, over a temporary SQLite database with one API token. Nothing runs
-sweeps on it: ``controller`` plays the supervisor's and controller's part, picking up queued
+``server``: a real ``sweepd serve --no-supervise`` process on 127.0.0.1 and a free port, over a
+temporary SQLite database with one API token. Nothing runs sweeps on it: ``controller`` plays the supervisor's and controller's part, picking up queued
 sweeps from the store and moving them through a script (running, trials with objectives,
 ledger, best trial, final state) with the repository functions the engine uses.
 """
@@ -130,16 +129,42 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with session_scope(engine) as s:
         _, token = repo.create_token(s, "ci")
 
-    from api.app import create_app
-
-    srv = ThreadedServer(create_app(get_settings())).start()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWEEPD_")}
+    env.update(SWEEPD_HOME=str(home), SWEEPD_DATABASE_URL=db_url, SWEEPD_DATA_ROOTS=str(home))
+    log = open(home / "serve.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "sweepd.cli", "serve", "--no-supervise", "--port", str(port)],
+                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
     try:
-        yield Server(url=srv.url, token=token, db_url=db_url, engine=engine, home=home, train=train, eval=eval_)
+        _wait_healthy(url, proc, home / "serve.log")
+        yield Server(url=url, token=token, db_url=db_url, engine=engine, home=home, train=train, eval=eval_)
     finally:
-        srv.stop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
         engine.dispose()
         mp.undo()
         get_settings.cache_clear()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sweepd serve exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"sweepd serve did not become healthy: {log.read_text()[-2000:]}")
 
 
 # ---------------------------------------------------------------------------------- controller
