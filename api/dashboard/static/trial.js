@@ -1,0 +1,147 @@
+// The trial page: one trial's curves, config, facts and events; refreshed while it runs.
+
+import { api, runPage } from './api.js';
+import { loadPlotly, renderCurves } from './charts.js';
+import {
+  $, fill, TERMINAL_SWEEP, TERMINAL_TRIAL, badge, fmtAgo, fmtDate, fmtDuration, fmtInt, fmtNum, fmtSeconds, h, setLive,
+} from './ui.js';
+
+const POLL_MS = 2000;
+const MAX_POINTS = 1000;
+const EVENT_PAGE = 1000;
+
+const trialId = $('main').dataset.trialId;
+const S = { trial: null, sweep: null, points: [], events: [], lastEventId: null, timer: null, drawn: false };
+
+function renderHead() {
+  const t = S.trial;
+  const s = S.sweep;
+  document.title = `Trial ${t.number} of ${s?.name ?? t.sweep_id} · sweepd`;
+  $('trial-title').textContent = `Trial ${t.number}`;
+  const state = badge(t.state);
+  state.id = 'trial-state';
+  state.dataset.testid = 'trial-state';
+  $('trial-state').replaceWith(state);
+  const crumb = $('crumb-sweep');
+  crumb.href = `/sweeps/${encodeURIComponent(t.sweep_id)}`;
+  crumb.textContent = s?.name ?? t.sweep_id;
+  const metric = s?.objective?.metric || 'objective';
+  fill($('trial-meta'),
+    'of sweep ', h('a', { href: crumb.href }, s?.name ?? t.sweep_id),
+    ' · ', metric, ' ', h('strong', {}, fmtNum(t.objective)),
+    s?.best?.trial_id === t.id ? h('span', { class: 'tag tag-go', style: { marginLeft: '0.5rem' } }, 'best') : null);
+  const reason = $('trial-reason');
+  reason.hidden = !t.reason;
+  reason.textContent = t.reason ? `Stopped early: ${t.reason}` : '';
+  const err = $('trial-error');
+  err.hidden = !t.error;
+  err.textContent = t.error ? `Error: ${t.error}` : '';
+}
+
+function renderFacts() {
+  const t = S.trial;
+  const unit = S.sweep?.spec?.pruner?.time_attr || 'samples';
+  const facts = [
+    ['State', badge(t.state)],
+    ['Objective', fmtNum(t.objective)],
+    ['Samples seen', fmtInt(t.samples)],
+    ['Tokens seen', fmtInt(t.tokens)],
+    ['Compute time', fmtSeconds(t.seconds)],
+    ['Attempts', fmtInt(t.attempts)],
+    ['Started', t.started_at ? `${fmtDate(t.started_at)} (${fmtAgo(t.started_at)})` : '—'],
+    ['Finished', t.finished_at ? `${fmtDate(t.finished_at)} (ran ${fmtDuration(t.started_at, t.finished_at) ?? '—'})` : '—'],
+    t.stopped_at != null ? ['Stopped at', `${fmtInt(t.stopped_at)} ${unit}`] : null,
+    ['Trial id', h('code', {}, t.id)],
+  ].filter(Boolean);
+  fill($('trial-facts'), ...facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+  $('trial-config').textContent = JSON.stringify(t.config ?? {}, null, 2);
+  $('trial-final').textContent = t.metrics_final ? JSON.stringify(t.metrics_final, null, 2) : 'None yet.';
+}
+
+function renderEvents() {
+  const ol = $('trial-events');
+  if (!S.events.length) { fill(ol, h('li', { class: 'muted' }, 'No events for this trial yet.')); return; }
+  fill(ol, ...S.events.map((e) => {
+    const action = e.payload?.action;
+    const tag = e.kind === 'decision' ? (action === 'stop' ? ['stop', 'tag-stop'] : ['continue', 'tag-go'])
+      : e.kind === 'error' ? ['error', 'tag-stop'] : [e.kind, 'tag-info'];
+    return h('li', { dataset: { testid: 'trial-event', kind: e.kind } },
+      h('span', { class: `tag ${tag[1]}` }, tag[0]), h('span', { class: 'msg' }, e.message),
+      h('time', { class: 'small muted', datetime: e.created_at, title: fmtDate(e.created_at) }, ` ${fmtAgo(e.created_at)}`));
+  }));
+}
+
+async function renderCharts() {
+  const t = S.trial;
+  const curve = [{ id: t.id, number: t.number, state: t.state, stopped_at: t.stopped_at, reason: t.reason, points: S.points }];
+  await Promise.all([
+    renderCurves($('chart-loss'), curve, 'loss', { title: 'Training loss', yLabel: 'loss', revision: `loss-${t.id}`, legend: false }),
+    renderCurves($('chart-grad'), curve, 'grad_norm', { title: 'Gradient norm', yLabel: 'grad norm', logY: true, revision: `grad-${t.id}`, legend: false }),
+    renderCurves($('chart-lr'), curve, 'lr', { title: 'Learning rate', yLabel: 'lr', revision: `lr-${t.id}`, legend: false }),
+  ]);
+  if (!S.drawn) {
+    S.drawn = true;
+    window.__sweepdRenderedAt = performance.now();
+    window.__sweepdRendered = true;
+  }
+}
+
+async function fetchEvents(sweepId) {
+  for (let i = 0; i < 50; i++) {
+    const page = await api(`/sweeps/${encodeURIComponent(sweepId)}/events`, { query: { after_id: S.lastEventId, limit: EVENT_PAGE } });
+    const items = page.items || [];
+    if (!items.length) break;
+    S.events.push(...items.filter((e) => e.trial_id === trialId)); // the sweep's events, filtered here
+    S.lastEventId = items[items.length - 1].id;
+    if (items.length < EVENT_PAGE) break;
+  }
+}
+
+async function refresh() {
+  const enc = encodeURIComponent(trialId);
+  const requests = Promise.all([
+    api(`/trials/${enc}`),
+    api(`/trials/${enc}/metrics`, { query: { max_points: MAX_POINTS } }),
+  ]);
+  loadPlotly().catch(() => {}); // parse plotly.js while the requests are served
+  const [trial, metrics] = await requests;
+  S.trial = trial;
+  S.points = metrics.points || [];
+  const [sweep] = await Promise.all([api(`/sweeps/${encodeURIComponent(trial.sweep_id)}`), fetchEvents(trial.sweep_id)]);
+  S.sweep = sweep;
+  renderHead();
+  renderFacts();
+  renderEvents();
+  await renderCharts();
+}
+
+function schedule() {
+  clearTimeout(S.timer);
+  if (TERMINAL_TRIAL.has(S.trial.state) || TERMINAL_SWEEP.has(S.sweep?.state)) {
+    setLive(`${S.trial.state} · not refreshing`, 'done');
+    return;
+  }
+  setLive(`live · updated ${new Date().toLocaleTimeString()}`, 'on');
+  S.timer = setTimeout(tick, POLL_MS);
+}
+
+let fail = () => {};
+
+async function tick() {
+  try {
+    await refresh();
+    schedule();
+  } catch (err) {
+    if (err?.status === 401 || err?.status === 404) { fail(err); return; }
+    setLive('connection lost · retrying', 'warn');
+    S.timer = setTimeout(tick, POLL_MS * 2);
+  }
+}
+
+async function load() {
+  clearTimeout(S.timer);
+  await refresh();
+  schedule();
+}
+
+fail = runPage(load);
