@@ -130,12 +130,24 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
     home = tmp_path_factory.mktemp("sweepd-home")
     db_url = f"sqlite:///{home / 'sweepd.db'}"
-    saved = {k: os.environ.get(k) for k in ("SWEEPD_HOME", "SWEEPD_DATABASE_URL", "SWEEPD_DATA_ROOTS",
-                                            "SWEEPD_PUBLIC_READ")}
+    # The settings come from the environment as in production; the variables are restored at
+    # once (the apps keep their Settings), so tests that run later see the environment unchanged.
+    names = ("SWEEPD_HOME", "SWEEPD_DATABASE_URL", "SWEEPD_DATA_ROOTS", "SWEEPD_PUBLIC_READ")
+    saved = {k: os.environ.get(k) for k in names}
     os.environ.update(SWEEPD_HOME=str(home), SWEEPD_DATABASE_URL=db_url, SWEEPD_DATA_ROOTS=str(home),
                       SWEEPD_PUBLIC_READ="0")
-    get_settings.cache_clear()
-    settings = get_settings()
+    try:
+        get_settings.cache_clear()
+        settings = get_settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+    assert settings.resolved_database_url == db_url and not settings.public_read
+
     upgrade(db_url)
     engine = make_engine(db_url)
     Session = make_sessionmaker(engine)
@@ -151,12 +163,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         private.stop()
         public.stop()
         engine.dispose()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
