@@ -52,5 +52,17 @@ pg-stop:
 bench: setup
 	$(PY) benchmarks/trainer_throughput.py
 
+# The pruner benchmark (issue 7). curve-bank regenerates benchmarks/data/ (base model + curve bank;
+# ~40 min on 2 shared cores, one process, niced); the other two read the stored bank.
+.PHONY: curve-bank bench-report bench-pruning
+curve-bank: setup
+	nice -n 10 $(PY) -m benchmarks.curve_bank.generate
+
+bench-report: setup
+	$(PY) -m benchmarks.curve_bank.report
+
+bench-pruning: setup
+	$(PY) -m benchmarks.pruning.bench
+
 clean:
 	rm -rf $(VENV) .sweepd runs data test-artifacts .pgdata
