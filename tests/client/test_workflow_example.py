@@ -1,4 +1,4 @@
-"""examples/nightly-workflow.yml: a GitHub Actions workflow that runs the nightly sweep."""
+"""examples/ci/nightly-workflow.yml: a GitHub Actions workflow that runs the nightly sweep."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 
 from sweepd.cli import app
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "nightly-workflow.yml"
+WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "ci" / "nightly-workflow.yml"
 COMMAND = ("sweepd submit examples/nightly.yaml --server ${{ secrets.SWEEPD_SERVER }} "
            "--token ${{ secrets.SWEEPD_TOKEN }} --wait --baseline baseline.json")
 
