@@ -51,6 +51,8 @@ pg-stop:
 
 bench: setup
 	$(PY) benchmarks/trainer_throughput.py
+	$(PY) benchmarks/api_load.py
+	bash scripts/ensure_chromium.sh >/dev/null && $(PY) benchmarks/dashboard_render.py
 
 # The pruner benchmark (issue 7). curve-bank regenerates benchmarks/data/ (base model + curve bank;
 # ~40 min on 2 shared cores, one process, niced); the other two read the stored bank.
