@@ -288,34 +288,34 @@ async function fetchCalibration() {
   }
 }
 
+// One refresh. The requests are ordered by what the page needs first: the sweep, then the
+// curves (the biggest call; plotly.js is parsed while the server builds it), then the rest,
+// which the server answers while the browser draws the curves. Concurrent CPU-bound calls
+// would only slow each other down on the server.
 async function refresh() {
   const started = performance.now();
-  const sweepP = api(`/sweeps/${enc}`);
-  const firstCalibration = S.calib ? null : fetchCalibration(); // later: only when trials finish
-  const [sweep, trials, curves] = await Promise.all([
-    sweepP,
-    api(`/sweeps/${enc}/trials`),
-    sweepP.then((sw) => {
-      const curves = api(`/sweeps/${enc}/curves`, { query: { max_points: curvePoints(trialCount(sw)) } });
-      loadPlotly().catch(() => {}); // every request is out: parse plotly.js while they are served
-      return curves;
-    }),
-    fetchDecisions(),
-    firstCalibration,
-  ]);
+  const sweep = await api(`/sweeps/${enc}`);
+  const curvesP = api(`/sweeps/${enc}/curves`, { query: { max_points: curvePoints(trialCount(sweep)) } });
+  loadPlotly().catch(() => {}); // the curves are on their way: parse plotly.js meanwhile
+  const curves = await curvesP;
   if (!S.drawn) performance.mark('sweepd:data-loaded');
+  const firstLoad = S.calib === null;
+  const restP = Promise.all([
+    api(`/sweeps/${enc}/trials`),
+    fetchDecisions(),
+    firstLoad ? fetchCalibration() : null, // later: again only when more trials have finished
+  ]);
+  restP.catch(() => {}); // (its error is thrown below, once awaited)
   S.sweep = sweep;
-  S.trials = trials.items || [];
   S.curves = curves.trials || [];
-  const finished = S.trials.filter((t) => t.objective != null).length;
-  if (firstCalibration) S.calibKey = finished;
   renderHeader();
   renderSummary();
-  await renderCurveCharts(); // the curves first: the biggest thing on the page
-  if (finished !== S.calibKey || S.calib?.error) {
-    await fetchCalibration();
-    S.calibKey = finished;
-  }
+  await renderCurveCharts();
+  const [trials] = await restP;
+  S.trials = trials.items || [];
+  const finished = S.trials.filter((t) => t.objective != null).length;
+  if (!firstLoad && (finished !== S.calibKey || S.calib?.error)) await fetchCalibration();
+  S.calibKey = finished;
   renderBest();
   renderLedger();
   renderTable();
