@@ -73,7 +73,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIRouter] = ()) -> FastAPI:
     """The sweepd app on the database of ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
-    engine = make_engine(settings.resolved_database_url)
+    # No overflow cap: a request must never wait for a pooled connection while it holds one of
+    # the worker threads the connection's owner needs to finish (a deadlock under load).
+    engine = make_engine(settings.resolved_database_url, max_overflow=-1)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

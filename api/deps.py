@@ -11,17 +11,19 @@ token is a 401 with ``WWW-Authenticate: Bearer``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from sweepd.settings import Settings
 from sweepd.store import repo
-from sweepd.store.models import ApiToken
 from sweepd.store.db import session_scope
+from sweepd.store.models import ApiToken
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -53,10 +55,30 @@ def _verify(session: Session, request: Request, credentials: HTTPAuthorizationCr
             raise unauthorized("malformed Authorization header: expected 'Bearer <token>'")
         raise unauthorized("this route needs an API token: send 'Authorization: Bearer <token>' "
                            "(create one with `sweepd token create NAME`)")
-    token = repo.verify_token(session, credentials.credentials)
+    token = repo.verify_token(session, credentials.credentials, touch=False)
     if token is None:
         raise unauthorized("invalid or revoked API token")
+    _touch_now_and_then(request, token.id)
     return token
+
+
+_last_touch: dict[int, float] = {}
+TOUCH_EVERY_SECONDS = 60.0
+
+
+def _touch_now_and_then(request: Request, token_id: int) -> None:
+    """Record the token's use at most once a minute per process, in a short transaction of its
+    own: a read request must never hold the database's write lock (under 50 concurrent readers
+    that stalled every worker thread behind it)."""
+    now = time.monotonic()
+    if now - _last_touch.get(token_id, -TOUCH_EVERY_SECONDS) < TOUCH_EVERY_SECONDS:
+        return
+    _last_touch[token_id] = now
+    try:
+        with session_scope(request.app.state.sessionmaker) as s:
+            repo.touch_token(s, token_id)
+    except OperationalError:  # busy: the next minute's request will record it
+        pass
 
 
 def require_writer(request: Request, session: SessionDep, credentials: CredentialsDep) -> ApiToken:

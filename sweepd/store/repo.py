@@ -508,6 +508,16 @@ def create_token(session: Session, name: str) -> tuple[ApiToken, str]:
     return token, plaintext
 
 
+def touch_token(session: Session, token_id: int, *, every: timedelta = TOKEN_TOUCH_EVERY) -> bool:
+    """Set ``last_used_at`` now unless it was set within ``every``: one conditional UPDATE, meant
+    for a short session of its own so that readers never hold a write lock."""
+    now = utcnow()
+    stmt = (update(ApiToken).where(ApiToken.id == token_id,
+                                   or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - every))
+            .values(last_used_at=now))
+    return session.execute(stmt).rowcount > 0
+
+
 def verify_token(session: Session, plaintext: str, *, touch: bool = True) -> ApiToken | None:
     """The live (not revoked) token with this plaintext, or None.
 
