@@ -241,6 +241,7 @@ def noise_stats(pairs: list[tuple[Run, Run]], grid: list[Run], obj: str) -> dict
     gap = abs(order[1].objective(obj) - order[0].objective(obj)) if len(order) > 1 else None
     rho = spearman([a.objective(obj) for a, _ in pairs], [b.objective(obj) for _, b in pairs])
     return {"n": len(diffs), "mean_abs": statistics.fmean(abs(d) for d in diffs) if diffs else None,
+            "median_abs": statistics.median(abs(d) for d in diffs) if diffs else None,
             "max_abs": max((abs(d) for d in diffs), default=None), "sd": sd, "range": rng,
             "gap_best_second": gap, "rho_between_seeds": rho}
 
@@ -386,13 +387,22 @@ def build(bank: Bank, out: Path) -> str:
         add(f"{len(pairs)} configs (every batch x learning rate at warmup 0, constant) were run again "
             f"with seed 1 (a different data order; the model starts from the same base weights).")
         add("")
-        add("| objective | mean abs diff | max abs diff | per-run sd | grid range | best - 2nd best (seed 0) | rho(seed 0, seed 1) |")
-        add("|---|---|---|---|---|---|---|")
+        add("| objective | median abs diff | mean abs diff | max abs diff | per-run sd | grid range | best - 2nd best (seed 0) | rho(seed 0, seed 1) |")
+        add("|---|---|---|---|---|---|---|---|")
         for o in OBJECTIVES:
             n = noise_stats(pairs, grid, o)
-            add(f"| {OBJECTIVE_LABELS[o]} | {n['mean_abs']:.4f} | {n['max_abs']:.4f} | {n['sd']:.4f} "
+            add(f"| {OBJECTIVE_LABELS[o]} | {n['median_abs']:.4f} | {n['mean_abs']:.4f} | {n['max_abs']:.4f} | {n['sd']:.4f} "
                 f"({n['sd'] / n['range']:.1%} of range) | {n['range']:.4f} | {n['gap_best_second']:.4f} | "
                 f"{n['rho_between_seeds']:+.2f} |")
+        add("")
+        add("Per-run sd = sqrt(mean(diff^2) / 2), over all pairs. The differences by config "
+            "(eval loss, seed 1 - seed 0):")
+        add("")
+        add("| config | seed 0 | seed 1 | diff |")
+        add("|---|---|---|---|")
+        for a, b in pairs:
+            add(f"| {label(a)} | {a.objective('eval_loss'):.4f} | {b.objective('eval_loss'):.4f} | "
+                f"{b.objective('eval_loss') - a.objective('eval_loss'):+.4f} |")
         add("")
         add("![seed noise](report_seed_noise.png)")
     else:
@@ -460,6 +470,18 @@ def headline(grid, pairs, corr, best) -> list[str]:
             + ", ".join(f"{c[f]['all']:+.2f} at {f:.0%}" for f in FRACTIONS)
             + f" over all configs ({verdict}); within a batch size "
             + ", ".join(f"{c[f]['within']:+.2f}" for f in FRACTIONS) + ".")
+    lowest = sorted(grid, key=lambda r: early(r, "grad_norm", 0.10))[:8]
+    order = [r.id for r in ranked(grid, "eval_loss")]
+    lrs = defaultdict(int)
+    for r in lowest:
+        lrs[r.config["lr"]] += 1
+    lines.append(
+        "Why grad norm misleads here: the 8 lowest grad norms at 10% belong to "
+        + ", ".join(f"{n} run{'s' if n > 1 else ''} at lr {lr:.0e}" for lr, n in sorted(lrs.items(), reverse=True))
+        + f"; their mean final eval-loss rank is {statistics.fmean(order.index(r.id) + 1 for r in lowest):.0f} "
+        f"of {len(grid)}. A too-high learning rate drives the tiny model onto a high-loss plateau where "
+        f"the gradient is small, so most low-grad-norm runs are failed ones (the scatter below is "
+        f"U-shaped, not monotone).")
     lines.append(big_batch_verdict(grid).split(";")[0].replace("**", "") + ".")
     if pairs:
         n = noise_stats(pairs, grid, "eval_loss")

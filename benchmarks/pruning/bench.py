@@ -32,7 +32,7 @@ from benchmarks.pruning.simulate import EXTRA_PRUNERS, PRUNERS, Settings, mean, 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 TARGET_REGRET, TARGET_COMPUTE = 0.01, 0.30
-CURVE_N = (4, 8, 12, 16, 24, 32)
+CURVE_N = (4, 8, 12, 24, 32)
 
 
 def summarize(results) -> dict:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reduction-factor", type=float, default=3)
     ap.add_argument("--curve", default=",".join(map(str, CURVE_N)),
                     help="sweep sizes N for the regret-vs-compute curves ('' for none)")
-    ap.add_argument("--curve-seeds", type=int, default=None, help="seeds per curve point (default --seeds)")
+    ap.add_argument("--curve-seeds", type=int, default=20, help="seeds per curve point (N != --n-trials)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--quick", action="store_true", help="2 seeds, curve at N=8,16 (a smoke test)")
     args = ap.parse_args(argv)
@@ -152,12 +152,12 @@ def main(argv: list[str] | None = None) -> int:
 
     curve_ns = sorted({int(x) for x in args.curve.split(",") if x.strip()} | {args.n_trials})
     curve_ns = [n for n in curve_ns if n <= len(runs)]
-    curve_seeds = range(args.first_seed, args.first_seed + (args.curve_seeds or args.seeds))
+    curve_seeds = range(args.first_seed, args.first_seed + min(args.curve_seeds, args.seeds))
     curves: dict[str, list[dict]] = {n: [] for n in names}
     for name in names:
         for n_trials in curve_ns:
-            if n_trials == args.n_trials and len(curve_seeds) == len(seeds):
-                s = table[name]
+            if n_trials == args.n_trials:
+                s = table[name]  # the main table's point, all seeds
             else:
                 st = Settings(**{**base.__dict__, "n_trials": n_trials})
                 s = summarize([simulate(runs, name, seed, st) for seed in curve_seeds])
@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# target {'met' if choice['target_met'] else 'NOT met'}: {choice['why']}", file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if (args.sampler, args.objective) == ("tpe", "eval_loss") else f"_{args.sampler}_{args.objective}"
+    suffix = "".join(f"_{tag}" for tag, default in (
+        (args.sampler, "tpe"), (args.objective, "eval_loss"), (f"n{args.n_trials}", "n16"),
+        (f"w{args.workers}", "w4"), (f"g{args.grace:g}", "g256"), (f"rf{args.reduction_factor:g}", "rf3"),
+    ) if tag != default)  # fmt: skip
     if args.quick:
         suffix += "_quick"
     png = args.out / f"pruning_regret_vs_compute{suffix}.png"
