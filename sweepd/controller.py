@@ -5,6 +5,7 @@ supervisor. It runs (or resumes) the stored sweep to its end and exits; it dies 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from sweepd.runner import drive
@@ -16,6 +17,9 @@ from sweepd.store.db import make_engine, session_scope
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
+    # SIGTERM (the service stopping) exits through Python, so Ray's atexit shutdown takes its
+    # agent processes down too; the sweep stays RUNNING and the next service start resumes it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if len(argv) != 1:
         print("usage: python -m sweepd.controller SWEEP_ID", file=sys.stderr)
         return 2
