@@ -490,9 +490,12 @@ def headline(grid, pairs, corr, best) -> list[str]:
                      f"{n['gap_best_second']:.4f}); rank correlation between seeds {n['rho_between_seeds']:+.2f}.")
         for o in ("exact_match", "mc_accuracy"):
             m = noise_stats(pairs, grid, o)
-            lines.append(f"{OBJECTIVE_LABELS[o].capitalize()}: grid range {m['range']:.3f}, per-run seed sd "
-                         f"{m['sd']:.3f} — {'mostly noise' if m['sd'] > 0.25 * m['range'] else 'a usable signal'} "
-                         f"at this model size (80 eval items, so one item = 0.0125).")
+            rho = m["rho_between_seeds"]
+            verdict = "mostly noise" if rho < 0.5 else "a weak signal" if rho < 0.8 else "a usable signal"
+            name = OBJECTIVE_LABELS[o][0].upper() + OBJECTIVE_LABELS[o][1:]
+            lines.append(f"{name}: grid range {m['range']:.3f}, per-run seed sd {m['sd']:.3f}, rank "
+                         f"correlation between seeds {rho:+.2f} over {m['n']} pairs — {verdict} at this "
+                         f"model size (80 eval items, so one item = 0.0125).")
     return lines
 
 
