@@ -5,9 +5,13 @@ across batch sizes), below max_t. The first report at or past a rung records the
 smoothed inputs there and judges it against every score recorded at that rung so far:
 
 - fewer than ceil(reduction_factor) scores recorded (this one included): continue, undecided;
-- otherwise the top k = floor(n / reduction_factor) continue (k >= 1), as in the ASHA paper
-  and Optuna's SuccessiveHalvingPruner. The cut-off is the k-th best score, and a score equal
-  to it continues: ties are resolved in the trial's favour.
+- otherwise the top k = ceil(n / reduction_factor) continue. The cut-off is the k-th best
+  score, and a score equal to it continues: ties, like the rounding, go in the trial's favour.
+
+The ASHA paper and Optuna's SuccessiveHalvingPruner round down (floor(n / eta)); rounding up
+measured better on the pruner benchmark's curve bank (README, "Choosing the default pruner"):
+with the loss signal, 2.0% vs 2.8% regret at N = 16 and 1.2% vs 1.6% at N = 48 (50 seeds), at
+equal compute too, because an early cohort of 4-5 no longer keeps only its single best.
 
 A report that crosses several rungs at once is judged at each, in order, until one stops it.
 """
@@ -65,7 +69,7 @@ class ASHAPruner(RungPruner):
                 f"fewer than {self.needed} needed to decide"
             )
             return Verdict(stop=False, rank=rank, keep=None, cutoff=None, sentence=sentence)
-        keep = max(1, math.floor(n / self.reduction_factor + 1e-9))  # float eta: 6/1.2 etc.
+        keep = max(1, math.ceil(n / self.reduction_factor - 1e-9))  # float eta: 6/1.2 etc.
         cutoff = sorted(scores.values())[keep - 1]
         tied = sum(s == score for s in scores.values()) > 1
         sentence = (

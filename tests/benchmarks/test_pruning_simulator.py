@@ -3,7 +3,7 @@
 Six configs (learning rates c0..c5), batch 8, budget 32 samples = 4 steps; every curve is flat,
 so smoothing changes nothing. Step k is reported at k seconds, a finished run holds its worker
 for 5 s. Rungs (sweepd ASHA, grace 8, reduction factor 2) at 8 and 16 samples; a cohort needs
-2 scores, the top floor(n/2) continue, a score equal to the cut-off continues.
+2 scores, the top ceil(n/2) continue, a score equal to the cut-off continues.
 
     config       c0   c1   c2   c3   c4   c5
     grad norm     5    4    6    1    3    2      lowest: c3, the true best
@@ -11,8 +11,8 @@ for 5 s. Rungs (sweepd ASHA, grace 8, reduction factor 2) at 8 and 16 samples; a
     eval loss   1.5  1.4  1.3  1.0  1.2  2.0      best c3 (1.0), range 1.0
 
 One worker, fixed order c0..c5:
-- grad_norm stops only c2 (at 8: 6 > cut-off 4)            -> 168/192 samples, picks c3, regret 0
-- ASHA on loss stops c1, c3, c4 at 8 and c5 at 16            -> 104/192 samples, picks c2, regret 0.3
+- grad_norm stops only c2 (at 8: 6 > cut-off 5)            -> 168/192 samples, picks c3, regret 0
+- ASHA on loss stops c1, c3 at 8 and c4 at 16 (3rd of 3)    -> 128/192 samples, picks c2, regret 0.3
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_grad_norm_finds_the_best_and_stops_only_the_worst_gradient():
     assert r.regret == 0.0 and r.regret_frac == 0.0 and r.hit
     assert r.makespan == 26.0
     stop = [d for d in r.decisions if d.stop]
-    assert [(d.trial_id, d.rung_time, d.cutoff) for d in stop] == [("t002", 8, 4.0)]
+    assert [(d.trial_id, d.rung_time, d.cutoff) for d in stop] == [("t002", 8, 5.0)]
 
 
 def test_asha_on_loss_keeps_the_low_loss_runs_and_misses_the_best():
@@ -77,13 +77,13 @@ def test_asha_on_loss_keeps_the_low_loss_runs_and_misses_the_best():
         ("c1", "pruned", 8, 5.0, 6.0),
         ("c2", "complete", 32, 6.0, 11.0),
         ("c3", "pruned", 8, 11.0, 12.0),
-        ("c4", "pruned", 8, 12.0, 13.0),
-        ("c5", "pruned", 16, 13.0, 15.0),
+        ("c4", "pruned", 16, 12.0, 14.0),
+        ("c5", "complete", 32, 14.0, 19.0),
     ]
-    assert r.samples == 104 and r.compute == 104 / 192
+    assert r.samples == 128 and r.compute == 128 / 192
     assert (r.chosen, r.chosen_value) == ("c2", 1.3)
     assert r.regret == pytest.approx(0.3) and r.regret_frac == pytest.approx(0.3)
-    assert not r.hit and r.n_pruned == 4
+    assert not r.hit and r.n_pruned == 3
 
 
 def test_no_pruning_runs_everything_two_workers_at_a_time():

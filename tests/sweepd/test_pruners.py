@@ -68,8 +68,10 @@ def test_a_report_crossing_several_rungs_is_judged_at_each():
     assert pruner.on_result_all("c", {"step": 1, "samples": 450, "grad_norm": 5})[-1].stop
     decisions = pruner.on_result_all("b", {"step": 1, "samples": 450, "grad_norm": 0.5})
     assert [d.action for d in decisions] == ["continue", "continue", "continue"]
-    # d ties for 2nd of 4 at rung 0 (the top 2 continue), is 2nd of 3 at rung 1: stopped there
-    decisions = pruner.on_result_all("d", {"step": 1, "samples": 450, "grad_norm": 1})
+    # f only reaches rung 0, where it is 4th of 4 (the top 2 continue)
+    assert pruner.on_result_all("f", {"step": 1, "samples": 150, "grad_norm": 9})[-1].stop
+    # d is 3rd of 5 at rung 0 (the top 3 continue) and 3rd of 3 at rung 1 (top 2): stopped there
+    decisions = pruner.on_result_all("d", {"step": 1, "samples": 450, "grad_norm": 1.2})
     assert [(d.rung, d.action) for d in decisions] == [(0, "continue"), (1, "stop")]
     assert "d" not in pruner.state_dict()["rungs"][2]
     assert pruner.on_result_all("d", {"step": 2, "samples": 900, "grad_norm": 0.1}) == []
@@ -121,11 +123,11 @@ def test_paper_signal_is_the_mean_rank_of_low_grad_norm_and_high_loss():
     assert decision.score == 1.0 and decision.rank == 1 and decision.action == "continue"
     assert decision.reason == (
         "continued at 1,024 samples: paper score 1 (mean rank of low grad norm 0.5 and high "
-        "loss 3) is 1st of 4 at this rung; the top 1 continues"
+        "loss 3) is 1st of 4 at this rung; the top 2 continue"
     )
 
 
-# ---- ASHA cut-off: floor, ties, small cohorts -----------------------------------------------
+# ---- ASHA cut-off: ceil, ties, small cohorts -----------------------------------------------
 
 
 def cohort_then(pruner, scores, last):
@@ -135,15 +137,20 @@ def cohort_then(pruner, scores, last):
     return pruner.on_result("x", report(2, grad_norm=last))
 
 
-def test_top_k_is_floor_of_n_over_eta():
+def test_top_k_is_ceil_of_n_over_eta():
     # n=6, eta=3: the top 2 continue
     assert cohort_then(asha(), [1, 2, 3, 4, 5], 2.01).action == "stop"
     decision = cohort_then(asha(), [1, 2, 3, 4, 5], 1.99)
     assert (decision.action, decision.keep, decision.rank, decision.cutoff) == (
         "continue", 2, 2, 1.99)  # fmt: skip
-    # n=5, eta=3: floor gives 1 (ceil would keep 2): the second best stops
+    # n=5, eta=3: ceil keeps 2 (floor, the ASHA paper's rounding, would keep 1)
     decision = cohort_then(asha(), [1, 3, 4, 5], 2)
-    assert (decision.action, decision.keep, decision.rank) == ("stop", 1, 2)
+    assert (decision.action, decision.keep, decision.rank) == ("continue", 2, 2)
+    decision = cohort_then(asha(), [1, 2, 4, 5], 3)
+    assert (decision.action, decision.keep, decision.rank) == ("stop", 2, 3)
+    # n=7, eta=2.5: ceil(2.8) = 3
+    decision = cohort_then(ASHAPruner(grace=1024, reduction_factor=2.5, max_t=8192), [1, 2, 4, 5, 6, 7], 3)
+    assert (decision.action, decision.keep, decision.rank) == ("continue", 3, 3)
 
 
 def test_ties_at_the_cutoff_go_the_trials_way():

@@ -15,9 +15,10 @@ from sweepd.tune_scheduler import EarlySignalScheduler  # noqa: E402
 SPEC = {"type": "asha", "signal": "grad_norm", "grace": 256, "reduction_factor": 2,
         "max_t": 1024, "window": 3}  # fmt: skip  rungs at 256 and 512 samples
 # Run one after another (so the expected verdicts do not depend on timing):
-#   t1 is 2nd of 2 at 256 -> stopped; t3 is 2nd of 3 at 512 -> stopped; t4 is last at 256.
-GRAD_NORMS = [1.0, 2.0, 0.5, 0.8, 3.0]
-EXPECTED_STOP = {1: 256, 3: 512, 4: 256}
+#   t1 is 2nd of 2 at 256 -> stopped; t3 is 3rd of 4 at 256 (top 2) -> stopped;
+#   t4 is 3rd of 5 at 256 (top 3), then 3rd of 3 at 512 (top 2) -> stopped; t5 is last at 256.
+GRAD_NORMS = [1.0, 2.0, 0.5, 2.5, 1.2, 3.0]
+EXPECTED_STOP = {1: 256, 3: 256, 4: 512, 5: 256}
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +74,14 @@ def test_tune_run_stops_the_trials_the_pruner_rejects(ray_local, tmp_path, monke
     assert last_samples == expected  # stopped trials report nothing after their rung
 
     stops = [d for d in record.decisions if d.stop]
-    assert sorted(d.rung_time for d in stops) == [256, 256, 512]
+    assert sorted(d.rung_time for d in stops) == [256, 256, 256, 512]
     assert all(d.reason.startswith("stopped at ") for d in stops)
 
     # Tune's metric reached the pruner, and only the trials that finished taught it anything.
     assert scheduler.pruner.metric == "eval_loss"
     state = json.loads(state_path.read_text())
     assert sorted(state["finals"].values()) == [0.5, 1.0]
-    assert [len(rung) for rung in state["rungs"]] == [5, 3]
+    assert [len(rung) for rung in state["rungs"]] == [len(GRAD_NORMS), 3]
 
     # A fresh scheduler (what Tuner.restore unpickles) picks the rungs up from state_path.
     resumed = EarlySignalScheduler(SPEC, state_path=state_path)
