@@ -15,7 +15,14 @@ export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo c
 
 .PHONY: setup demo demo-trial test test-fast bench data clean pg-start pg-stop
 
-setup: $(STAMP)
+# uPlot for the dashboard's curves, from the npm registry (pinned + sha512 in vendor.lock.json).
+VENDOR_JS := api/dashboard/static/vendor/uPlot.iife.min.js
+
+setup: $(STAMP) $(VENDOR_JS)
+
+$(VENDOR_JS): scripts/fetch_vendor.py api/dashboard/vendor.lock.json
+	$(PYTHON) scripts/fetch_vendor.py
+	touch $@
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

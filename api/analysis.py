@@ -42,9 +42,11 @@ def kept_indexes(n: int, max_points: int) -> list[int]:
     return [-(-j * n1 // m1) for j in range(max_points)]
 
 
-def _windowed(session: Session, trial_ids: list[str], max_points: int) -> list[Any]:
+def _windowed(
+    session: Session, trial_ids: list[str], max_points: int, fields: tuple[str, ...] = POINT_FIELDS
+) -> list[Any]:
     """The downsampled points of trials whose steps have gaps: a window function numbers them."""
-    cols = [getattr(MetricPoint, f) for f in POINT_FIELDS]
+    cols = [getattr(MetricPoint, f) for f in fields]
     numbered = (
         select(
             MetricPoint.trial_id,
@@ -60,13 +62,18 @@ def _windowed(session: Session, trial_ids: list[str], max_points: int) -> list[A
     m1 = max_points - 1
     keep = or_(numbered.c.n <= max_points, k == 0, (k * m1) // n1 > ((k - 1) * m1) // n1)
     return list(session.connection().execute(
-        select(numbered.c.trial_id, *[numbered.c[f] for f in POINT_FIELDS]).where(keep)
+        select(numbered.c.trial_id, *[numbered.c[f] for f in fields]).where(keep)
     ).all())  # fmt: skip
 
 
-def sweep_curves(session: Session, sweep_id: str, max_points: int) -> list[dict[str, Any]]:
+def sweep_curves(
+    session: Session, sweep_id: str, max_points: int, fields: tuple[str, ...] = POINT_FIELDS
+) -> list[dict[str, Any]]:
     """Every trial of the sweep with its curve downsampled to ``max_points`` points (the same
-    rule as ``repo.read_metrics``: first and last point kept, evenly spaced between).
+    rule as ``repo.read_metrics``: first and last point kept, evenly spaced between), in columns:
+    one list per field in ``fields`` (``step`` always comes first), index ``i`` of every list
+    being the trial's ``i``-th kept point in step order. A stopped trial's last point (where the
+    pruner stopped it) is always kept.
 
     Without reading every point: one grouped query gives each trial's first step and point
     count; trials whose steps are contiguous (the trainer reports every step) and have the same
@@ -76,6 +83,10 @@ def sweep_curves(session: Session, sweep_id: str, max_points: int) -> list[dict[
     """
     if max_points < 2:
         raise ValueError(f"max_points must be >= 2, got {max_points}")
+    unknown = set(fields) - set(POINT_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown curve fields {sorted(unknown)}; known: {list(POINT_FIELDS)}")
+    fields = ("step", *[f for f in POINT_FIELDS if f in fields and f != "step"])
     trials = session.execute(
         select(Trial.id, Trial.number, Trial.state, Trial.stopped_at, Trial.reason)
         .where(Trial.sweep_id == sweep_id)
@@ -96,7 +107,7 @@ def sweep_curves(session: Session, sweep_id: str, max_points: int) -> list[dict[
             groups[(lo, n)].append(tid)
         else:
             gaps.append(tid)
-    cols = [MetricPoint.trial_id, *[getattr(MetricPoint, f) for f in POINT_FIELDS]]
+    cols = [MetricPoint.trial_id, *[getattr(MetricPoint, f) for f in fields]]
     rows: list[Any] = []
     for (lo, n), tids in groups.items():
         for i in range(0, len(tids), 500):
@@ -105,17 +116,23 @@ def sweep_curves(session: Session, sweep_id: str, max_points: int) -> list[dict[
                 stmt = stmt.where(step.in_([lo + k for k in kept_indexes(n, max_points)]))
             rows += session.connection().execute(stmt).all()  # Core rows: no ORM overhead
     for i in range(0, len(gaps), 500):
-        rows += _windowed(session, gaps[i : i + 500], max_points)
-    points: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        rows += _windowed(session, gaps[i : i + 500], max_points, fields)
+    by_trial: dict[str, list[Any]] = defaultdict(list)
     for row in rows:  # values are finite: the store writes non-finite floats as null
-        points[row[0]].append(dict(zip(POINT_FIELDS, row[1:])))
-    for curve in points.values():
-        curve.sort(key=lambda p: p["step"])
-    return [
-        {"id": t.id, "number": t.number, "state": t.state, "stopped_at": _finite(t.stopped_at),
-         "reason": t.reason, "points": points.get(t.id, [])}
-        for t in trials
-    ]  # fmt: skip
+        by_trial[row[0]].append(row[1:])
+    out = []
+    for t in trials:
+        points = by_trial.get(t.id)
+        if points:
+            points.sort(key=lambda p: p[0])  # by step
+            columns = [list(c) for c in zip(*points)]
+        else:
+            columns = [[] for _ in fields]
+        doc = {"id": t.id, "number": t.number, "state": t.state, "stopped_at": _finite(t.stopped_at),
+               "reason": t.reason}
+        doc.update(zip(fields, columns))
+        out.append(doc)
+    return out
 
 
 # ---- calibration ------------------------------------------------------------------------------

@@ -142,12 +142,22 @@ class TrialMetrics(BaseModel):
 
 
 class TrialCurve(BaseModel):
+    """One trial's downsampled curve in columns: index ``i`` of every list is the trial's ``i``-th
+    kept point, in step order (all lists have the same length). Only the fields asked for with
+    ``fields`` are present; ``step`` always is."""
+
     id: str
     number: int
     state: TrialState
     stopped_at: float | None
     reason: str | None
-    points: list[MetricPointOut]
+    step: list[int]
+    samples: list[int | None] | None = Field(None, description="samples seen at each point")
+    tokens: list[int | None] | None = None
+    loss: list[float | None] | None = None
+    grad_norm: list[float | None] | None = None
+    lr: list[float | None] | None = None
+    seconds: list[float | None] | None = None
 
 
 class SweepCurves(BaseModel):

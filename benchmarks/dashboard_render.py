@@ -4,19 +4,24 @@ Seeds one sweep of `--trials` trials × `--steps` optimizer steps (default 500 �
 metric points) straight into a temp SQLite database through the store repository, serves the
 real app (REST API + dashboard, SWEEPD_PUBLIC_READ=1) with uvicorn on 127.0.0.1, and opens the
 sweep page in headless Chromium (Debian's chromium, via Playwright) `--runs` times, each in a
-fresh browser context (cold cache: plotly.js is fetched and compiled every time), and once more
-in the same context each time (warm: what a person reloading the page gets).
+fresh browser context (cold cache: uPlot and plotly.js are fetched and compiled every time), and
+once more in the same context each time (warm: what a person reloading the page gets).
+
+The curves (loss and grad norm, one series per trial) are drawn with uPlot; plotly.js is loaded
+only after them, for the scatter and parallel-coordinates views.
 
 It prints, per run and as the median:
-- rendered: navigation start -> `window.__sweepdRendered` (set by sweep.js once Plotly has
-  drawn both curve charts, one trace per trial, and the next frame is painted). The target is
+- curves drawn: navigation start -> `window.__sweepdRendered` (set by sweep.js once uPlot has
+  drawn both curve charts, one series per trial, and the next frame is painted). The target is
   under 2 s for 500 × 2,000.
 - all charts: navigation start -> the scatter and parallel-coordinates views drawn too.
-- the curves call (GET /api/v1/sweeps/{id}/curves?max_points=N): its duration in the page, the
-  N sweep.js chose (long curves are downsampled on the server: 200 points per trial, fewer when
-  there are many trials, 80 for 500), its payload size and the size of the full-resolution data.
-- a live refresh (sweep, trials, curves and events fetched again, all four charts redrawn with
-  Plotly.react) once the same sweep is set running again.
+- the curves call (GET /api/v1/sweeps/{id}/curves?max_points=N&fields=...): when it ran in the
+  page, the N sweep.js chose (long curves are downsampled on the server: 200 points per trial,
+  fewer when there are many trials, 50 for 500), its size as sent (gzip) and as JSON, the time
+  the server takes to answer it, and the size the same data had in the old row form (an object
+  with every field name per point).
+- a live refresh (sweep, trials, curves and events fetched again, all four charts redrawn) once
+  the same sweep is set running again.
 
 Run: `.venv/bin/python benchmarks/dashboard_render.py [--trials 500] [--steps 2000] [--runs 3]`
 (`--keep DIR`: seed into DIR and keep it, so that the next run with it skips the seeding).
@@ -96,23 +101,42 @@ def seed(db_url: str, n_trials: int, n_steps: int, state: str) -> str:
 
 
 MEASURE = """() => {
-  const r = performance.getEntriesByType('resource').find(e => e.name.includes('/curves'));
-  const gd = id => document.getElementById(id);
-  const lines = id => gd(id).data.filter(t => t.meta && t.meta.kind === 'trial').length;
+  const res = performance.getEntriesByType('resource');
+  const r = res.find(e => e.name.includes('/api/v1/sweeps/') && e.name.includes('/curves?'));
+  const up = res.find(e => e.name.includes('uPlot.iife.min.js'));
+  const st = id => document.getElementById(id).__sweepd;
+  const lines = id => { const c = st(id); return c && c.u ? c.u.series.filter((s, i) => i > 0 && s.label.startsWith('trial ')).length : 0; };
   return {
     rendered_ms: window.__sweepdRenderedAt,
     all_ms: window.__sweepdAllRenderedAt,
+    curves_url: r ? r.name : null,
     curves_ms: r ? r.duration : null,
     curves_start_ms: r ? r.startTime : null,
     curves_end_ms: r ? r.responseEnd : null,
     curves_bytes: r ? r.encodedBodySize : null,
     max_points: r ? Number(new URL(r.name).searchParams.get('max_points')) : null,
     data_ms: (performance.getEntriesByName('sweepd:data-loaded')[0] || {}).startTime,
+    uplot_ms: up ? up.responseEnd : null,
     plotly_ms: (performance.getEntriesByName('sweepd:plotly-loaded')[0] || {}).startTime,
     loss_traces: lines('chart-loss'), grad_traces: lines('chart-grad'),
-    points: gd('chart-loss').data.reduce((n, t) => n + t.x.length, 0),
+    points: st('chart-loss').u.data.slice(1).reduce((n, d) => n + d[0].length, 0),
   };
 }"""
+
+# Measured with the previous dashboard (plotly.js for all four charts, loaded before the curves;
+# the curves payload as one object per point) on the same 2-core VM, 500 x 2,000, 3 runs:
+BEFORE = {"cold_s": 3.20, "reload_s": 2.13, "all_s": 5.1, "payload_mb": 3.17, "commit": "4560289"}
+
+
+def row_form_size(doc: dict) -> int:
+    """The size of the curves document in the old row form: {"points": [{"step": .., ...}]}."""
+    fields = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds")
+    trials = []
+    for t in doc["trials"]:
+        cols = [f for f in fields if f in t]
+        rows = [dict(zip(cols, v)) for v in zip(*(t[f] for f in cols))]
+        trials.append({k: v for k, v in t.items() if k not in fields} | {"points": rows})
+    return len(json.dumps({"trials": trials}, separators=(",", ":")))
 
 
 def main() -> None:
@@ -200,35 +224,51 @@ def run(args: argparse.Namespace, chromium: str, db_url: str) -> None:
             ctx.close()
             browser.close()
         max_points = runs[0]["max_points"]
+        from urllib.parse import parse_qsl, urlsplit
+
+        page_params = dict(parse_qsl(urlsplit(runs[0]["curves_url"]).query))
         with httpx.Client(base_url=server.url, timeout=120) as client:
-            t = time.perf_counter()
-            payload = client.get(f"/api/v1/sweeps/{sweep_id}/curves", params={"max_points": max_points}).content
-            api_ms = 1000 * (time.perf_counter() - t)
+            url = f"/api/v1/sweeps/{sweep_id}/curves"
+            serve_ms = []
+            for _ in range(3):
+                t = time.perf_counter()
+                payload = client.get(url, params=page_params, headers={"Accept-Encoding": "identity"}).content
+                serve_ms.append(1000 * (time.perf_counter() - t))
+            all_cols = client.get(url, params={"max_points": max_points}, headers={"Accept-Encoding": "identity"})
+            all_cols.raise_for_status()
+            old_size = row_form_size(all_cols.json())
             full = client.get(f"/api/v1/trials/{sweep_id}-0000/metrics", params={"max_points": 10_000}).content
 
     per_trial_full = len(full)
-    print()
-    print(f"sweep page, {args.trials} trials x {args.steps:,} steps ({args.trials * args.steps:,} metric points), "
-          f"headless Chromium {CHROMIUM}, {args.runs} cold loads:")
-    for i, r in enumerate(runs, 1):
-        print(f"  run {i}: rendered {r['rendered_ms']:7.0f} ms   all charts {r['all_ms']:7.0f} ms   "
-              f"(curves call {r['curves_start_ms']:4.0f}-{r['curves_end_ms']:4.0f} ms, plotly.js ready "
-              f"{r['plotly_ms']:5.0f} ms, data parsed {r['data_ms']:5.0f} ms)   traces {r['loss_traces']}+{r['grad_traces']}   "
-              f"points drawn per chart {r['points']:,}")
     med = statistics.median(r["rendered_ms"] for r in runs)
     med_all = statistics.median(r["all_ms"] for r in runs)
-    print(f"time to all {args.trials} traces drawn (navigation start -> window.__sweepdRendered): "
+    med_warm = statistics.median(r["rendered_ms"] for r in warm)
+    med_warm_all = statistics.median(r["all_ms"] for r in warm)
+    print()
+    print(f"sweep page, {args.trials} trials x {args.steps:,} steps ({args.trials * args.steps:,} metric points), "
+          f"headless Chromium {CHROMIUM}, {args.runs} cold loads; load average {os.getloadavg()[0]:.2f} "
+          f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}:")
+    for i, r in enumerate(runs, 1):
+        print(f"  run {i}: curves drawn {r['rendered_ms']:6.0f} ms   all charts {r['all_ms']:6.0f} ms   "
+              f"(uPlot.js in {r['uplot_ms'] or 0:4.0f} ms, curves call {r['curves_start_ms']:4.0f}-{r['curves_end_ms']:4.0f} ms, "
+              f"data parsed {r['data_ms']:5.0f} ms, plotly.js ready {r['plotly_ms']:5.0f} ms)   "
+              f"series {r['loss_traces']}+{r['grad_traces']}   points drawn per chart {r['points']:,}")
+    print(f"time to all {args.trials} curve series drawn, cold browser (navigation start -> window.__sweepdRendered): "
           f"median {med / 1000:.2f} s  (target < 2 s: {'met' if med < 2000 else 'NOT met'})")
-    print(f"all four charts drawn: median {med_all / 1000:.2f} s")
-    print(f"loaded again in the same browser (plotly.js from the HTTP cache): all traces drawn in median "
-          f"{statistics.median(r['rendered_ms'] for r in warm) / 1000:.2f} s, all charts "
-          f"{statistics.median(r['all_ms'] for r in warm) / 1000:.2f} s")
-    print(f"curves payload (max_points={max_points}, chosen by sweep.js for {args.trials} trials): "
-          f"{len(payload) / 1e6:.2f} MB JSON, "
-          f"served in {api_ms:.0f} ms; full resolution would be ~{per_trial_full * args.trials / 1e6:.0f} MB "
-          f"({per_trial_full / 1e3:.0f} kB per trial)")
+    print(f"time to all {args.trials} curve series drawn, reload in the same browser: median {med_warm / 1000:.2f} s")
+    print(f"all four charts drawn: median {med_all / 1000:.2f} s cold, {med_warm_all / 1000:.2f} s reload")
+    print(f"curves payload as the page asks for it ({'&'.join(f'{k}={v}' for k, v in page_params.items())}): "
+          f"{len(payload) / 1e6:.2f} MB JSON, {runs[0]['curves_bytes'] / 1e6:.2f} MB on the wire (gzip); "
+          f"served in median {statistics.median(serve_ms):.0f} ms (JSON, no gzip); every column: "
+          f"{len(all_cols.content) / 1e6:.2f} MB; the same data in the old row form: {old_size / 1e6:.2f} MB; "
+          f"full resolution would be ~{per_trial_full * args.trials / 1e6:.0f} MB ({per_trial_full / 1e3:.0f} kB per trial)")
     print(f"live refresh of a running sweep of the same size (fetch + redraw of all four charts): "
           f"median {refresh_ms:.0f} ms (the page polls every 2 s)")
+    b = BEFORE
+    print(f"before (plotly.js for every chart, row-form payload; commit {b['commit']}, recorded on this VM): "
+          f"curves drawn {b['cold_s']:.2f} s cold, {b['reload_s']:.2f} s reload, all charts {b['all_s']:.1f} s, "
+          f"payload {b['payload_mb']:.2f} MB -> now {med / 1000:.2f} s, {med_warm / 1000:.2f} s, "
+          f"{med_all / 1000:.1f} s, {len(payload) / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

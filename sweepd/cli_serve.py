@@ -42,6 +42,7 @@ def serve(
 
     from api.app import create_app
     from api.dashboard import router as dashboard_router
+    from api.dashboard.router import missing_vendor_files
     from sweepd.store.db import make_engine
     from sweepd.store.migrate import upgrade
     from sweepd.supervisor import Supervisor
@@ -56,6 +57,9 @@ def serve(
         supervisor.start()
     app = create_app(settings, extra_routers=[dashboard_router])
     typer.echo(f"sweepd serving on http://{host}:{port}/ (API under /api/v1, data in {settings.home})", err=True)
+    if missing := missing_vendor_files():
+        typer.echo(f"warning: the dashboard's charts need {', '.join(missing)}, fetched at build time: "
+                   "run `make setup` (or `python3 scripts/fetch_vendor.py`); the API works without them", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

@@ -1,6 +1,8 @@
 """The web dashboard: server-rendered page shells (Jinja2) and vanilla JS modules that read the
-REST API from the browser. No build step and no CDN: plotly.js is served from the plotly Python
-package.
+REST API from the browser. No CDN: the training curves are drawn with uPlot, fetched from the npm
+registry at build time (`make setup` runs scripts/fetch_vendor.py: pinned version, sha512 checked)
+into static/vendor/; the scatter and parallel-coordinates views use plotly.js from the plotly
+Python package, loaded after the curves are drawn.
 
 Mount it on the app::
 

@@ -4,7 +4,12 @@
     GET /sweeps/{sweep_id}         one sweep, live while it runs
     GET /trials/{trial_id}         one trial
     GET /static/dashboard/{name}   the dashboard's JS modules and CSS
-    GET /static/vendor/plotly.min.js   plotly.js, read from the installed plotly package
+    GET /static/vendor/uPlot.iife.min.js, uPlot.min.css
+                                   uPlot (the training curves), fetched from the npm registry at
+                                   build time (`make setup`: scripts/fetch_vendor.py, pinned in
+                                   vendor.lock.json) into static/vendor/
+    GET /static/vendor/plotly.min.js   plotly.js (scatter, parallel coordinates), read from the
+                                   installed plotly package
 
 The pages carry no data: the browser reads the REST API with the user's bearer token (kept in
 localStorage), so the same pages work with and without SWEEPD_PUBLIC_READ.
@@ -20,11 +25,13 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
+VENDOR_DIR = STATIC_DIR / "vendor"  # git-ignored: written by scripts/fetch_vendor.py
+VENDOR_FILES = ("uPlot.iife.min.js", "uPlot.min.css")
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
@@ -119,3 +126,26 @@ def dashboard_static(request: Request, name: str) -> Response:
 @router.get("/static/vendor/plotly.min.js")
 def plotly_js(request: Request) -> Response:
     return _serve(request, plotly_js_path(), "public, max-age=86400")
+
+
+def missing_vendor_files() -> list[str]:
+    """The build-time vendor files that are not there (`make setup` fetches them)."""
+    return [name for name in VENDOR_FILES if not (VENDOR_DIR / name).is_file()]
+
+
+@router.get("/static/vendor/{name}")
+def vendor_static(request: Request, name: str) -> Response:
+    if name not in VENDOR_FILES:
+        raise HTTPException(status_code=404, detail=f"no vendor file {name!r}")
+    path = VENDOR_DIR / name
+    if not path.is_file():
+        # An install without the build step: say what to run, not a traceback.
+        return PlainTextResponse(
+            f"{name} is missing from {VENDOR_DIR}: it is fetched from the npm registry at build "
+            "time. Run `make setup` (or `python3 scripts/fetch_vendor.py`) in the sweepd checkout "
+            "and reload.\n",
+            status_code=503,
+            headers={"Cache-Control": "no-store"},
+        )
+    # Revalidated like the dashboard's own files: the ETag changes when the pinned version does.
+    return _serve(request, path, "no-cache")

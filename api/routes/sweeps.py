@@ -140,18 +140,28 @@ def list_trials(
     return TrialList(items=[TrialPublic.model_validate(t) for t in trials])
 
 
+_CURVE_FIELD = "(" + "|".join(analysis.POINT_FIELDS) + ")"
+
+
 @router.get("/{sweep_id}/curves", response_model=SweepCurves, responses=responses(R401, R404, R422),
-            summary="Every trial's training curve, downsampled")
+            summary="Every trial's training curve, downsampled, in columns")
 def get_curves(
     sweep_id: SweepId,
     session: SessionDep,
     _: ReaderDep,
     max_points: Annotated[int, Query(ge=2, le=2000, description="points per trial at most")] = 200,
+    fields: Annotated[str | None, Query(
+        pattern=rf"^{_CURVE_FIELD}(,{_CURVE_FIELD})*$",
+        description="comma-separated columns to return (default: all); `step` is always returned",
+        examples=["samples,loss,grad_norm"])] = None,
 ) -> Response:
     """One response for the whole sweep (the dashboard's chart): each trial's points keep the
-    first and last step and evenly spaced steps between them."""
+    first and last step and evenly spaced steps between them (so a stopped trial keeps the point
+    where it was stopped). Columnar: per trial one list per field (`step`, `samples`, `loss`,
+    ...), index `i` of each being the same point, rather than one object per point."""
     sweep = views.sweep_or_404(session, sweep_id)
-    doc = {"trials": analysis.sweep_curves(session, sweep.id, max_points)}
+    wanted = tuple(fields.split(",")) if fields else analysis.POINT_FIELDS
+    doc = {"trials": analysis.sweep_curves(session, sweep.id, max_points, wanted)}
     try:
         content = json.dumps(doc, separators=(",", ":"), allow_nan=False)
     except ValueError:  # a non-finite float that did not come through the repository: null

@@ -37,6 +37,16 @@ def test_metrics_are_downsampled_to_max_points(api: Api, seeded: Seeded):
     assert len(api.get(f"{API}/trials/{tid}/metrics", params={"max_points": 5000}).json()["points"]) == 300
 
 
+COLUMNS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds")
+
+
+def rows_of(t: dict) -> list[dict]:
+    """A columnar curve back to the metrics route's one object per point."""
+    cols = [t[f] for f in COLUMNS if f in t]
+    assert len({len(c) for c in cols}) <= 1, "every column has one value per point"
+    return [dict(zip([f for f in COLUMNS if f in t], values)) for values in zip(*cols)]
+
+
 def test_curves_return_every_trial_downsampled_like_the_metrics_route(api: Api, seeded: Seeded):
     # a trial with gaps in its steps goes through the windowed query
     gappy = add_trial(api.sessions, seeded.sweep_id, 5, state="completed", objective=1.7,
@@ -46,15 +56,35 @@ def test_curves_return_every_trial_downsampled_like_the_metrics_route(api: Api, 
         trials = api.get(f"{API}/sweeps/{seeded.sweep_id}/curves", params={"max_points": m}).json()["trials"]
         assert [t["number"] for t in trials] == [0, 1, 2, 3, 4, 5, 6]
         for t in trials:
-            assert set(t) == {"id", "number", "state", "stopped_at", "reason", "points"}
+            # columnar: one list per field, not one object per point
+            assert set(t) == {"id", "number", "state", "stopped_at", "reason", *COLUMNS}
             want = api.get(f"{API}/trials/{t['id']}/metrics", params={"max_points": m}).json()["points"]
-            assert t["points"] == want, (m, t["number"])
-            assert len(t["points"]) <= m
-        assert trials[3]["state"] == "stopped" and trials[3]["stopped_at"] == 64
-        assert trials[6]["points"] == []
+            assert rows_of(t) == want, (m, t["number"])
+            assert len(t["step"]) <= m
+        stopped = trials[3]
+        assert stopped["state"] == "stopped" and stopped["stopped_at"] == 64
+        # the stopped trial keeps its final point (where the pruner stopped it)
+        assert stopped["step"][-1] == 7 and stopped["samples"][-1] == 64
+        assert all(trials[6][f] == [] for f in COLUMNS)
         assert trials[5]["id"] == gappy
     default = api.get(f"{API}/sweeps/{seeded.sweep_id}/curves").json()["trials"]
-    assert max(len(t["points"]) for t in default) == 200
+    assert max(len(t["step"]) for t in default) == 200
+
+
+def test_curves_return_only_the_fields_asked_for(api: Api, seeded: Seeded):
+    url = f"{API}/sweeps/{seeded.sweep_id}/curves"
+    full = api.get(url, params={"max_points": 25}).json()["trials"]
+    some = api.get(url, params={"max_points": 25, "fields": "grad_norm,samples"}).json()["trials"]
+    for a, b in zip(full, some, strict=True):
+        assert set(b) == {"id", "number", "state", "stopped_at", "reason", "step", "samples", "grad_norm"}
+        assert (b["step"], b["samples"], b["grad_norm"]) == (a["step"], a["samples"], a["grad_norm"])
+    # a wider sweep's payload: the columns are smaller than objects with a name per value
+    r = api.get(url, params={"max_points": 200})
+    rows = {"trials": [{k: v for k, v in t.items() if k not in COLUMNS} | {"points": rows_of(t)} for t in r.json()["trials"]]}
+    import json
+    assert len(r.content) < 0.7 * len(json.dumps(rows, separators=(",", ":")))
+    for bad in ("loss,nope", "", ",loss", "loss;drop"):
+        assert api.get(url, params={"fields": bad}).status_code == 422, bad
 
 
 def test_kept_indexes_match_the_repository_rule():

@@ -95,6 +95,7 @@ BAD = [
     ("GET", "/sweeps/{sweep}/trials?state=finished", {}, "state"),
     ("GET", "/sweeps/{sweep}/curves?max_points=1", {}, "max_points"),
     ("GET", "/sweeps/{sweep}/curves?max_points=2001", {}, "max_points"),
+    ("GET", "/sweeps/{sweep}/curves?fields=loss,bogus", {}, "fields"),
     ("GET", "/sweeps/{sweep}/events?after_id=-1", {}, "after_id"),
     ("GET", "/sweeps/{sweep}/events?after_id=abc", {}, "after_id"),
     ("GET", "/sweeps/{sweep}/events?kind=no%20spaces", {}, "kind"),

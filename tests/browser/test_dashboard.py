@@ -3,7 +3,9 @@ login, submit and cancel. Screenshots of every page go to test-artifacts/screens
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import httpx
 from playwright.sync_api import expect
@@ -11,13 +13,25 @@ from playwright.sync_api import expect
 from tests.browser.conftest import Env, screenshot
 from tests.browser.support import SCREENSHOTS, add_trial, curve, decision, demo_spec
 
-# JS run in the page: how many trial lines (one per trial) a chart draws, and their points.
-TRIAL_TRACES = "id => document.getElementById(id).data.filter(t => t.meta && t.meta.kind === 'trial').length"
-TRACE_POINTS = "id => document.getElementById(id).data.filter(t => t.meta && t.meta.kind === 'trial').map(t => t.x.length)"
-STOP_MARKERS = """id => {
-  const t = document.getElementById(id).data.find(t => t.meta && t.meta.kind === 'stops');
-  return t ? {x: t.x, text: t.hovertext, ids: t.customdata} : null;
-}"""
+ROOT = Path(__file__).resolve().parents[2]
+
+# JS run in the page, on what uPlot was given and drew: curves.js keeps the chart's state on its
+# element (`__sweepd`: the uPlot instance `u`, the trial of each series in `meta`, the stop marks).
+TRIAL_TRACES = """id => { const c = document.getElementById(id).__sweepd;
+  return c && c.u ? c.u.series.filter((s, i) => i > 0 && s.label.startsWith('trial ')).length : null; }"""
+TRACE_POINTS = """id => { const c = document.getElementById(id).__sweepd;
+  return c.meta.map((m, i) => [m.number, c.u.data[i + 1][0].length]).sort((a, b) => a[0] - b[0]).map(p => p[1]); }"""
+STOP_MARKERS = """id => { const c = document.getElementById(id).__sweepd;
+  return c.stops.length ? {x: c.stops.map(s => s.x), text: c.stops.map(s => `trial ${s.number}: ${s.reason}`),
+                           ids: c.stops.map(s => s.id)} : null; }"""
+# Where the first stop mark is, in page coordinates, and the colour of the canvas pixel there (the
+# draw hook paints a red x: this checks it is really drawn, where the data says).
+STOP_PIXEL = """id => { const c = document.getElementById(id).__sweepd, u = c.u, s = c.stops[0];
+  const r = u.over.getBoundingClientRect();
+  const cx = Math.round(u.valToPos(s.x, 'x', true)), cy = Math.round(u.valToPos(s.y, 'y', true));
+  const px = Array.from(u.ctx.getImageData(cx - 3, cy - 3, 7, 7).data);
+  let red = 0; for (let i = 0; i < px.length; i += 4) if (px[i] > 180 && px[i + 1] < 90 && px[i + 2] < 90 && px[i + 3] > 200) red++;
+  return {x: r.left + u.valToPos(s.x, 'x'), y: r.top + u.valToPos(s.y, 'y'), red}; }"""
 
 
 def wait_rendered(page) -> None:
@@ -77,10 +91,21 @@ def test_sweep_page_draws_one_trace_per_trial(page, env: Env) -> None:
     expect(page.get_by_test_id("sweep-state")).to_have_text("running")
     assert page.evaluate(TRIAL_TRACES, "chart-loss") == 6
     assert page.evaluate(TRIAL_TRACES, "chart-grad") == 6
+    expect(page.get_by_test_id("chart-loss")).to_have_attribute("data-series", "6")
     # Long curves arrive downsampled: at most 200 points per trial (the completed trial had 128).
-    assert max(page.evaluate(TRACE_POINTS, "chart-loss")) <= 200
+    points = page.evaluate(TRACE_POINTS, "chart-loss")
+    assert len(points) == 6 and 0 < max(points) <= 200
+    # The grad norms span a wide range: log scale (uPlot's distr 3).
+    assert page.evaluate("() => document.getElementById('chart-grad').__sweepd.u.scales.y.distr") == 3
 
-    # Objective vs hyperparameters: a log-x scatter and a parallel-coordinates view.
+    # plotly.js is loaded only after the curves are drawn, for the other two charts.
+    page.wait_for_function("window.__sweepdAllRenderedAt !== undefined")
+    order = page.evaluate("""() => [window.__sweepdRenderedAt,
+        (performance.getEntriesByName('sweepd:plotly-loaded')[0] || {}).startTime]""")
+    assert order[1] is not None and order[0] < order[1], order
+
+    # Objective vs hyperparameters: a log-x scatter and a parallel-coordinates view (plotly.js).
+    page.wait_for_function("window.__sweepdAllRenderedAt !== undefined")
     scatter = page.evaluate("() => { const g = document.getElementById('chart-scatter'); "
                             "return {type: g.layout.xaxis.type, n: g.data[0].x.length, m: g.data[1].x.length}; }")
     assert scatter == {"type": "log", "n": 2, "m": 4}
@@ -119,6 +144,7 @@ def test_sweep_page_updates_live(page, env: Env) -> None:
     wait_rendered(page)
     assert page.evaluate(TRIAL_TRACES, "chart-loss") == 2
     before = page.evaluate(TRACE_POINTS, "chart-loss")
+    page.wait_for_function("window.__sweepdRefreshes >= 1")  # the first refresh, all charts drawn
     refreshes = page.evaluate("window.__sweepdRefreshes")
 
     # The running trial reports more steps, a new trial starts, the pruner decides.
@@ -127,11 +153,11 @@ def test_sweep_page_updates_live(page, env: Env) -> None:
         add_trial(s, sweep_id, 2, state="running", batch=8, lr=5e-3, steps=15)
         sentence = decision(s, sweep_id, 1, stop=False, at=256, rank=1, cohort=2, keep=1, grad=0.7)
 
-    page.wait_for_function("document.getElementById('chart-loss').data.filter(t => t.meta && t.meta.kind === 'trial').length === 3")
-    page.wait_for_function("document.getElementById('chart-grad').data.filter(t => t.meta && t.meta.kind === 'trial').length === 3")
+    for chart in ("chart-loss", "chart-grad"):
+        page.wait_for_function(f"({TRIAL_TRACES})('{chart}') === 3")
     after = page.evaluate(TRACE_POINTS, "chart-loss")
     assert after[1] == before[1] + 20 and after[2] == 15
-    assert page.evaluate("window.__sweepdRefreshes") > refreshes
+    page.wait_for_function(f"window.__sweepdRefreshes > {refreshes}")  # that refresh finished
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # no reload
     expect(page.get_by_test_id("trial-row")).to_have_count(3)
     expect(page.get_by_test_id("decision-log")).to_contain_text(sentence)
@@ -161,16 +187,22 @@ def test_stopped_trial_shows_its_reason(page, env: Env) -> None:
         assert stops is not None and stops["ids"] == [seeded.stopped_trial]
         assert stops["x"] == [256]
         assert "grad norm 1.84 is 3rd of 3" in stops["text"][0]
+        assert page.evaluate(STOP_PIXEL, chart)["red"] >= 4, "no red stop mark drawn on the canvas"
     # Hovering the marker shows the reason.
-    page.evaluate("""() => {
-      const g = document.getElementById('chart-loss');
-      const i = g.data.findIndex(t => t.meta && t.meta.kind === 'stops');
-      Plotly.Fx.hover(g, [{curveNumber: i, pointNumber: 0}]);
-    }""")
-    hover = page.locator("#chart-loss .hoverlayer")
-    expect(hover).to_contain_text("trial 2: stopped at 256 samples")  # (wrapped over lines)
-    expect(hover).to_contain_text("the top 1 continues")
+    mark = page.evaluate(STOP_PIXEL, "chart-loss")
+    page.mouse.move(mark["x"], mark["y"])
+    tip = page.locator("#chart-loss [data-testid=curve-tip]")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text("trial 2: stopped at 256 samples")
+    expect(tip).to_contain_text("the top 1 continues")
+    expect(tip).to_have_attribute("data-trial-id", seeded.stopped_trial)
     page.get_by_test_id("chart-loss").screenshot(path=str(SCREENSHOTS / "stop-marker-hover.png"))
+    # A click on the hovered trial opens its page (the screenshot may have scrolled: measure again).
+    mark = page.evaluate(STOP_PIXEL, "chart-loss")
+    page.mouse.move(mark["x"], mark["y"])
+    expect(tip).to_have_attribute("data-trial-id", seeded.stopped_trial)
+    page.mouse.click(mark["x"], mark["y"])
+    expect(page).to_have_url(re.compile(f"/trials/{seeded.stopped_trial}$"))
 
 
 def test_finished_sweep_shows_best_config_calibration_and_ledger(page, env: Env) -> None:
@@ -214,6 +246,7 @@ def test_trial_page_shows_curves_config_and_events(page, env: Env) -> None:
         assert page.evaluate(TRIAL_TRACES, chart) == 1
         assert page.evaluate(TRACE_POINTS, chart) == [32]
     assert page.evaluate(STOP_MARKERS, "chart-loss")["x"] == [256]
+    assert page.evaluate(STOP_PIXEL, "chart-loss")["red"] >= 4
     expect(page.get_by_test_id("trial-config")).to_contain_text('"learning_rate": 0.008')
     events = page.get_by_test_id("trial-event")
     expect(events).to_have_count(1)  # only this trial's events, not the sweep's others
@@ -320,7 +353,32 @@ def test_pages_load_everything_from_the_app(env: Env) -> None:
         assert len(js.content) > 1_000_000
         again = client.get("/static/vendor/plotly.min.js", headers={"If-None-Match": js.headers["etag"]})
         assert again.status_code == 304
-        for name in ("api.js", "charts.js", "sweep.js", "list.js", "trial.js", "ui.js", "dashboard.css"):
+        # uPlot, fetched from the npm registry at build time (make setup), at the pinned version.
+        lock = json.loads((ROOT / "api/dashboard/vendor.lock.json").read_text())["packages"]["uplot"]
+        up = client.get("/static/vendor/uPlot.iife.min.js")
+        assert up.status_code == 200 and up.headers["content-type"].startswith("text/javascript")
+        assert b"uPlot" in up.content and len(up.content) > 20_000
+        assert client.get("/static/vendor/uPlot.iife.min.js", headers={"If-None-Match": up.headers["etag"]}).status_code == 304
+        assert client.get("/static/vendor/uPlot.min.css").headers["content-type"].startswith("text/css")
+        stamp = (ROOT / "api/dashboard/static/vendor/.uplot.version").read_text().split()
+        assert stamp == [lock["version"], lock["integrity"]]
+        assert client.get("/static/vendor/uPlot.esm.js").status_code == 404
+        assert client.get("/static/vendor/..%2F..%2Frouter.py").status_code == 404
+        for name in ("api.js", "charts.js", "curves.js", "sweep.js", "list.js", "trial.js", "ui.js", "dashboard.css"):
             assert client.get(f"/static/dashboard/{name}").status_code == 200
         assert client.get("/static/dashboard/..%2Frouter.py").status_code == 404
         assert client.get("/static/dashboard/router.py").status_code == 404
+
+
+def test_a_missing_vendor_file_says_to_run_make_setup(page, env: Env, tmp_path, monkeypatch) -> None:
+    import importlib
+
+    dashboard = importlib.import_module("api.dashboard.router")  # (the package's `router` is the APIRouter)
+
+    monkeypatch.setattr(dashboard, "VENDOR_DIR", tmp_path)  # an install that skipped the fetch
+    r = httpx.get(f"{env.url}/static/vendor/uPlot.iife.min.js")
+    assert r.status_code == 503 and "make setup" in r.text and "Traceback" not in r.text
+    # The page says so in place of the charts; the rest of it works.
+    page.goto(f"/sweeps/{env.seeded.running}")
+    expect(page.locator("#chart-loss [data-testid=chart-missing]")).to_contain_text("make setup")
+    expect(page.get_by_test_id("trial-row")).to_have_count(6)

@@ -1,14 +1,14 @@
-// Charts with plotly.js (served by the app from the plotly Python package; no CDN).
-// Every function takes plain API objects and draws with Plotly.react, so redrawing with new
-// data is cheap and keeps the user's zoom (uirevision).
+// The objective-vs-hyperparameter charts (LR x batch scatter, parallel coordinates) with
+// plotly.js, served by the app from the plotly Python package (no CDN). The training curves are
+// drawn with uPlot (curves.js); plotly.js (4.8 MB) is loaded only after them, so it never delays
+// the curves. Plotly.react redraws cheaply with new data and keeps the user's zoom (uirevision).
 
 let plotlyPromise = null;
 
 const PLOTLY_SRC = '/static/vendor/plotly.min.js';
 
-// plotly.js as a promise; the first call adds its <script> (the page preloads the file). It
-// executes for a long moment on the main thread (4.8 MB), so pages call this only once their
-// API requests are on the wire: the server works while the browser parses.
+// plotly.js as a promise; the first call adds its <script>. It executes for a long moment on the
+// main thread, so the sweep page calls this once the curves are drawn.
 export function loadPlotly() {
   if (window.Plotly) return Promise.resolve(window.Plotly);
   if (!plotlyPromise) {
@@ -23,17 +23,6 @@ export function loadPlotly() {
   }
   return plotlyPromise;
 }
-
-// #1f77b4 -> rgba(31,119,180,a): a translucent line is much cheaper to paint than a trace
-// with `opacity` (an SVG group each, composited on its own).
-function rgba(hex, a) {
-  const n = parseInt(hex.slice(1), 16);
-  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${a})`;
-}
-
-const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#393b79'];
-const STOP_COLOR = '#d62728';
-export const colorFor = (number) => PALETTE[((number % PALETTE.length) + PALETTE.length) % PALETTE.length];
 
 const CONFIG = {
   displaylogo: false,
@@ -58,82 +47,7 @@ const emptyNote = (text) => ({
   text, showarrow: false, xref: 'paper', yref: 'paper', x: 0.5, y: 0.5, font: { size: 14, color: '#6b7280' },
 });
 
-// "a long sentence" -> lines of at most `width` characters joined with <br> (for hover text).
-export function wrap(text, width = 64) {
-  const out = [];
-  let line = '';
-  for (const word of String(text ?? '').split(/\s+/)) {
-    if (line && line.length + word.length + 1 > width) { out.push(line); line = word; } else line = line ? `${line} ${word}` : word;
-  }
-  if (line) out.push(line);
-  return out.join('<br>');
-}
-
 const esc = (s) => String(s ?? '').replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-const xOf = (p) => (p.samples ?? p.step);
-
-// The value of `key` on the curve at x (the last point at or before it).
-function valueAt(points, x, key) {
-  let y = null;
-  for (const p of points) {
-    const px = xOf(p);
-    if (px == null) continue;
-    if (px > x && y !== null) break;
-    if (p[key] != null) y = p[key];
-  }
-  return y;
-}
-
-// Curves of `key` ('loss' | 'grad_norm' | 'lr') for trials [{id, number, state, stopped_at,
-// reason, points}]: one line per trial (meta.kind = 'trial') and, when some trial was stopped,
-// one marker trace (meta.kind = 'stops') with the pruner's reason as hover text.
-export function curveTraces(trials, key, { bestId = null, label = key } = {}) {
-  const traces = [];
-  const stops = { x: [], y: [], text: [], ids: [] };
-  for (const t of trials) {
-    const pts = t.points || [];
-    const x = new Array(pts.length);
-    const y = new Array(pts.length);
-    for (let i = 0; i < pts.length; i++) { x[i] = xOf(pts[i]); y[i] = pts[i][key]; }
-    const best = t.id === bestId;
-    traces.push({
-      type: 'scatter',
-      mode: pts.length === 1 ? 'markers' : 'lines',
-      name: `trial ${t.number}`,
-      x, y,
-      line: {
-        width: best ? 2.75 : 1.25,
-        color: rgba(colorFor(t.number), t.state === 'stopped' ? 0.45 : 0.9),
-        dash: t.state === 'diverged' || t.state === 'failed' ? 'dot' : 'solid',
-      },
-      meta: { kind: 'trial', id: t.id, number: t.number },
-      hovertemplate: `trial ${t.number} · ${t.state}${best ? ' · best' : ''}<br>%{x:,} samples<br>${esc(label)} %{y:.4g}<extra></extra>`,
-    });
-    if (t.state === 'stopped' && t.stopped_at != null) {
-      const sy = valueAt(pts, t.stopped_at, key);
-      if (sy != null) {
-        stops.x.push(t.stopped_at);
-        stops.y.push(sy);
-        stops.text.push(wrap(`trial ${t.number}: ${esc(t.reason || 'stopped early')}`));
-        stops.ids.push(t.id);
-      }
-    }
-  }
-  if (stops.x.length) {
-    traces.push({
-      type: 'scatter',
-      mode: 'markers',
-      name: 'stopped',
-      x: stops.x, y: stops.y,
-      hovertext: stops.text,
-      hoverinfo: 'text',
-      customdata: stops.ids,
-      marker: { symbol: 'x', size: 10, color: STOP_COLOR, line: { width: 1, color: '#ffffff' } },
-      meta: { kind: 'stops' },
-    });
-  }
-  return traces;
-}
 
 function onClickTrial(div) {
   if (div.__sweepdClick) return;
@@ -141,7 +55,7 @@ function onClickTrial(div) {
   div.on('plotly_click', (ev) => {
     const pt = ev?.points?.[0];
     if (!pt) return;
-    const id = pt.data?.meta?.kind === 'trial' ? pt.data.meta.id : (typeof pt.customdata === 'string' ? pt.customdata : null);
+    const id = typeof pt.customdata === 'string' ? pt.customdata : null;
     if (id) window.location.href = `/trials/${encodeURIComponent(id)}`;
   });
 }
@@ -150,73 +64,6 @@ const tickLabel = (v) => {
   const a = Math.abs(v);
   return a === 0 || (a >= 1e-3 && a < 1e4) ? String(+v.toPrecision(3)) : v.toExponential(0);
 };
-
-// Tick values for a log axis over [lo, hi]: 1-2-5 steps, or every digit on a narrow range.
-function logTicks(lo, hi) {
-  const ticks = (mantissas) => {
-    const out = [];
-    for (let e = Math.floor(Math.log10(lo)) - 1; e <= Math.ceil(Math.log10(hi)); e++) {
-      for (const m of mantissas) {
-        const v = m * 10 ** e;
-        if (v >= lo / 1.15 && v <= hi * 1.15) out.push(+v.toPrecision(3));
-      }
-    }
-    return out;
-  };
-  const coarse = ticks([1, 2, 5]);
-  return coarse.length >= 3 ? coarse : ticks([1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9]);
-}
-
-function yRange(data, logY) {
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const t of data) {
-    for (const v of t.y) {
-      if (v == null || !Number.isFinite(v) || (logY && v <= 0)) continue;
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-    }
-  }
-  return Number.isFinite(lo) ? [lo, hi] : null;
-}
-
-export async function renderCurves(div, trials, key, {
-  title, yLabel, bestId = null, logY = false, revision = 'curves', legend = null,
-} = {}) {
-  const Plotly = await loadPlotly();
-  const data = curveTraces(trials, key, { bestId, label: yLabel });
-  const nLines = trials.length;
-  const hasPoints = trials.some((t) => (t.points || []).length);
-  // A log axis only where the values span a good factor (grad norms of diverging trials).
-  const logRange = logY ? yRange(data, true) : null;
-  if (logY && !(logRange && logRange[1] / logRange[0] >= 4)) logY = false;
-  const range = logY ? logRange : yRange(data, false);
-  const yaxis = { title: { text: yLabel }, type: logY ? 'log' : 'linear', gridcolor: '#eef0f3', exponentformat: 'power' };
-  if (range && logY) {
-    yaxis.tickvals = logTicks(range[0], range[1]);
-    yaxis.ticktext = yaxis.tickvals.map(tickLabel);
-  } else if (range && range[0] === range[1]) {
-    const pad = Math.abs(range[0]) * 0.5 || 1; // a constant (an LR without schedule): centre it
-    yaxis.range = [range[0] - pad, range[1] + pad];
-  }
-  const layout = baseLayout({
-    title: { text: title, x: 0.02, xanchor: 'left', font: { size: 14 } },
-    xaxis: { title: { text: 'samples seen' }, rangemode: 'tozero', zeroline: false, gridcolor: '#eef0f3' },
-    yaxis,
-    showlegend: legend ?? (nLines > 0 && nLines <= 12),
-    legend: { orientation: 'h', y: -0.22, font: { size: 11 } },
-    hovermode: 'closest',
-    uirevision: revision,
-    annotations: hasPoints ? [] : [emptyNote('No metrics recorded yet')],
-  });
-  if (layout.showlegend) {
-    layout.margin.b = 80;
-    layout.height = 370;
-  }
-  await Plotly.react(div, data, layout, CONFIG);
-  onClickTrial(div);
-  return data.length;
-}
 
 // ---- objective vs hyperparameters ------------------------------------------------------------
 

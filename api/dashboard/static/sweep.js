@@ -2,7 +2,8 @@
 // and left alone once the sweep is finished.
 
 import { api, ApiError, detailLines, hasToken, runPage } from './api.js';
-import { hyperKeys, loadPlotly, paramLabel, renderCurves, renderParcoords, renderScatter } from './charts.js';
+import { hyperKeys, loadPlotly, paramLabel, renderParcoords, renderScatter } from './charts.js';
+import { renderCurves } from './curves.js';
 import {
   $, fill, TERMINAL_SWEEP, badge, copyText, fmtAgo, fmtCompact, fmtDate, fmtDuration, fmtInt, fmtNum, fmtPct,
   fmtSeconds, h, objectiveLabel, progressBar, setLive, timeEl, trialCounts,
@@ -17,6 +18,8 @@ const trialCount = (sweep) => {
   return Math.max(p.planned || 0, (p.pending || 0) + (p.running || 0) + (p.finished || 0));
 };
 const EVENT_PAGE = 1000;
+// Only the columns the two curve charts use (the curves call's payload is the page's largest).
+const CURVE_FIELDS = 'step,samples,loss,grad_norm';
 
 const sweepId = $('main').dataset.sweepId;
 const enc = encodeURIComponent(sweepId);
@@ -231,8 +234,8 @@ function renderCalib() {
 
 // What a redraw would change: nothing to do when the same (a finished trial's curve is fixed).
 const curvesKey = () => `${S.sweep.best?.trial_id}|${S.curves.map((t) => {
-  const last = t.points?.[t.points.length - 1];
-  return `${t.id}:${t.state}:${t.points?.length}:${last?.step}:${t.stopped_at}`;
+  const n = t.step?.length ?? 0;
+  return `${t.id}:${t.state}:${n}:${n ? t.step[n - 1] : ''}:${t.stopped_at}`;
 }).join(',')}`;
 const hyperKey = () => S.trials.map((t) => `${t.id}:${t.state}:${t.objective}:${JSON.stringify(t.config)}`).join(',');
 
@@ -242,8 +245,8 @@ async function renderCurveCharts() {
   S.curvesKey = key;
   const bestId = S.sweep.best?.trial_id ?? null;
   await Promise.all([
-    renderCurves($('chart-loss'), S.curves, 'loss', { title: 'Training loss', yLabel: 'loss', bestId, revision: `loss-${sweepId}` }),
-    renderCurves($('chart-grad'), S.curves, 'grad_norm', { title: 'Gradient norm (before clipping)', yLabel: 'grad norm', bestId, logY: true, revision: `grad-${sweepId}` }),
+    renderCurves($('chart-loss'), S.curves, 'loss', { title: 'Training loss', yLabel: 'loss', bestId }),
+    renderCurves($('chart-grad'), S.curves, 'grad_norm', { title: 'Gradient norm (before clipping)', yLabel: 'grad norm', bestId, logY: true }),
   ]);
   if (!S.drawn) {
     S.drawn = true;
@@ -289,15 +292,14 @@ async function fetchCalibration() {
 }
 
 // One refresh. The requests are ordered by what the page needs first: the sweep, then the
-// curves (the biggest call; plotly.js is parsed while the server builds it), then the rest,
-// which the server answers while the browser draws the curves. Concurrent CPU-bound calls
-// would only slow each other down on the server.
+// curves (the biggest call), then the rest, which the server answers while the browser draws
+// the curves with uPlot. plotly.js (the scatter and parallel coordinates only) is loaded once
+// the curves are drawn: parsing it earlier would hold up the curves on the main thread.
+// Concurrent CPU-bound calls would only slow each other down on the server.
 async function refresh() {
   const started = performance.now();
   const sweep = await api(`/sweeps/${enc}`);
-  const curvesP = api(`/sweeps/${enc}/curves`, { query: { max_points: curvePoints(trialCount(sweep)) } });
-  loadPlotly().catch(() => {}); // the curves are on their way: parse plotly.js meanwhile
-  const curves = await curvesP;
+  const curves = await api(`/sweeps/${enc}/curves`, { query: { max_points: curvePoints(trialCount(sweep)), fields: CURVE_FIELDS } });
   if (!S.drawn) performance.mark('sweepd:data-loaded');
   const firstLoad = S.calib === null;
   const restP = Promise.all([
@@ -311,6 +313,7 @@ async function refresh() {
   renderHeader();
   renderSummary();
   await renderCurveCharts();
+  loadPlotly().catch(() => {}); // now, while the other calls finish (renderHyperCharts awaits it)
   const [trials] = await restP;
   S.trials = trials.items || [];
   const finished = S.trials.filter((t) => t.objective != null).length;

@@ -1,7 +1,7 @@
 // The trial page: one trial's curves, config, facts and events; refreshed while it runs.
 
 import { api, runPage } from './api.js';
-import { loadPlotly, renderCurves } from './charts.js';
+import { renderCurves, toColumns } from './curves.js';
 import {
   $, fill, TERMINAL_SWEEP, TERMINAL_TRIAL, badge, fmtAgo, fmtDate, fmtDuration, fmtInt, fmtNum, fmtSeconds, h, setLive,
 } from './ui.js';
@@ -73,11 +73,12 @@ function renderEvents() {
 
 async function renderCharts() {
   const t = S.trial;
-  const curve = [{ id: t.id, number: t.number, state: t.state, stopped_at: t.stopped_at, reason: t.reason, points: S.points }];
+  const curve = [{ id: t.id, number: t.number, state: t.state, stopped_at: t.stopped_at, reason: t.reason, ...toColumns(S.points) }];
+  const opts = { legend: false, clickThrough: false };
   await Promise.all([
-    renderCurves($('chart-loss'), curve, 'loss', { title: 'Training loss', yLabel: 'loss', revision: `loss-${t.id}`, legend: false }),
-    renderCurves($('chart-grad'), curve, 'grad_norm', { title: 'Gradient norm', yLabel: 'grad norm', logY: true, revision: `grad-${t.id}`, legend: false }),
-    renderCurves($('chart-lr'), curve, 'lr', { title: 'Learning rate', yLabel: 'lr', revision: `lr-${t.id}`, legend: false }),
+    renderCurves($('chart-loss'), curve, 'loss', { title: 'Training loss', yLabel: 'loss', ...opts }),
+    renderCurves($('chart-grad'), curve, 'grad_norm', { title: 'Gradient norm', yLabel: 'grad norm', logY: true, ...opts }),
+    renderCurves($('chart-lr'), curve, 'lr', { title: 'Learning rate', yLabel: 'lr', ...opts }),
   ]);
   if (!S.drawn) {
     S.drawn = true;
@@ -103,7 +104,6 @@ async function refresh() {
     api(`/trials/${enc}`),
     api(`/trials/${enc}/metrics`, { query: { max_points: MAX_POINTS } }),
   ]);
-  loadPlotly().catch(() => {}); // parse plotly.js while the requests are served
   const [trial, metrics] = await requests;
   S.trial = trial;
   S.points = metrics.points || [];
