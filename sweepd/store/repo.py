@@ -382,16 +382,18 @@ def add_metric_points(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = [_point_row(trial_id, p) for p in points]
+    stmt = (
+        _insert(session, MetricPoint)
+        .on_conflict_do_nothing(index_elements=["trial_id", "step"])
+        .execution_options(preserve_rowcount=True)  # INSERT rowcount is opt-in in SA 2.1
+    )
+    # One statement, executemany over the rows, through the Core connection: ~10x faster than a
+    # multi-row VALUES per batch (SQLAlchemy recompiles that for every batch length), and the
+    # drivers (sqlite3, psycopg 3) sum the rowcount over the rows, so the count stays exact.
+    connection = session.connection()
     inserted = 0
     for i in range(0, len(rows), batch_size):
-        batch = rows[i : i + batch_size]
-        stmt = (
-            _insert(session, MetricPoint)
-            .values(batch)
-            .on_conflict_do_nothing(index_elements=["trial_id", "step"])
-            .execution_options(preserve_rowcount=True)  # INSERT rowcount is opt-in in SA 2.1
-        )
-        inserted += max(session.execute(stmt).rowcount, 0)
+        inserted += max(connection.execute(stmt, rows[i : i + batch_size]).rowcount, 0)
     return inserted
 
 
