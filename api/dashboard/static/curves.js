@@ -39,6 +39,11 @@ function compact(v) {
   if (a >= 1e4) return `${+(v / 1e3).toPrecision(3)}k`;
   return String(+v.toPrecision(4));
 }
+// v rounded down or up to one significant digit (0.336 -> 0.3, 3.62 -> 4).
+function roundSig(v, how) {
+  const e = 10 ** Math.floor(Math.log10(v));
+  return how(v / e) * e;
+}
 const yTick = (v) => {
   const a = Math.abs(v);
   return a === 0 || (a >= 1e-3 && a < 1e4) ? String(+v.toPrecision(3)) : v.toExponential(0);
@@ -242,7 +247,7 @@ function onCursor(u, st) {
 function foot(st, trials) {
   const el = st.foot;
   if (st.legend && trials.length) {
-    el.replaceChildren(...trials.map((t) => {
+    el.replaceChildren(...[...trials].sort((a, b) => a.number - b.number).map((t) => {
       const item = document.createElement('span');
       item.className = 'key';
       const sw = document.createElement('i');
@@ -332,7 +337,7 @@ export async function renderCurves(div, trials, key, {
     if (!ordered.length) series.push({ label: 'no trials yet', show: true, stroke: 'transparent' });
     const yRange = (u, min, max) => {
       if (min == null || max == null) return log ? [0.1, 10] : [0, 1];
-      if (log) return [min / 1.15, max * 1.15];
+      if (log) return [roundSig(min / 1.1, Math.floor), roundSig(max * 1.1, Math.ceil)]; // round ends: round labels
       if (min === max) { const pad = Math.abs(min) * 0.5 || 1; return [min - pad, max + pad]; } // a constant LR
       const pad = (max - min) * 0.05;
       return [min - pad, max + pad];
