@@ -1,7 +1,8 @@
 """Alembic, driven from Python: ``sweepd db upgrade`` and the tests call these.
 
 The migration scripts live in ``migrations/`` at the repository root, found relative to this
-file (the package is installed editable), so the commands work from any working directory.
+file in a source checkout (an editable install), so the commands work from any working
+directory; a wheel carries a copy as ``sweepd/store/_migrations/`` (see setup.py).
 The schema changes only through these migrations; there is no ``create_all`` in the product.
 """
 
@@ -19,7 +20,16 @@ from sqlalchemy.engine import URL
 from sweepd.store.db import make_engine, normalize_url
 from sweepd.store.models import VERSION_TABLE
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _migrations_dir() -> Path:
+    source = Path(__file__).resolve().parents[2] / "migrations"  # a source checkout
+    if (source / "env.py").is_file():
+        return source
+    return Path(__file__).resolve().parent / "_migrations"  # an installed wheel
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def alembic_config(url: str | URL | None = None) -> Config:
