@@ -568,7 +568,7 @@ class SearchSpec(Strict):
 class PrunerSpec(Strict):
     # Defaults chosen by the pruner benchmark (`make bench-pruning`, README "Choosing the default
     # pruner"): no pruning won at 30% of full-grid compute, and when a pruner is asked for, ASHA
-    # on the training loss was the best signal (grad_norm/paper ended 13-16% of the range off).
+    # on the training loss was the best signal (grad_norm/paper ended 9-15% of the range off).
     # tests/benchmarks/test_default_pruner.py keeps this in step with the stored result.
     type: Literal["asha", "median", "none"] = "none"
     signal: str = "loss"

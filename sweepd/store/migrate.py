@@ -21,7 +21,6 @@ from sweepd.store.db import make_engine, normalize_url
 from sweepd.store.models import VERSION_TABLE
 
 
-
 def _migrations_dir() -> Path:
     source = Path(__file__).resolve().parents[2] / "migrations"  # a source checkout
     if (source / "env.py").is_file():
