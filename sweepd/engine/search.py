@@ -5,10 +5,14 @@ last partial value. Ours reports the training loss at each samples-seen point as
 value and leaves the objective to the final result, so a pruned trial is PRUNED with its curve.
 "Finished" means the result carries the trainer's final marker; anything else was stopped.
 
-It also numbers the trials it suggests (1, 2, 3 ... under NUMBER_KEY in the config): the number is
-saved with the searcher's state, so it is stable across a resume and names the trial in the store.
-After a crash a trial may be finished in Optuna's storage yet be replayed by Tune; such updates
-are ignored rather than allowed to fail the sweep.
+It also numbers the trials it suggests (1, 2, 3 ... under NUMBER_KEY in the config, and as the
+Optuna trial's user attribute NUMBER_ATTR): the number is saved with the searcher's state, so it is
+stable across a resume and names the trial in the store. After a crash a trial may be finished in
+Optuna's storage yet be replayed by Tune; such updates are ignored rather than allowed to fail the
+sweep. And when the searcher's saved state is older than the crash, a number is suggested a second
+time, as a new Optuna trial, while the trainable replays the stored result of the first (marked
+REPLAYED_KEY): that new trial is told FAIL, so the study holds each sweep trial once and TPE never
+learns a result under params that did not produce it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from sweepd.engine.trainable import FINAL_MARKER, NUMBER_KEY
+from sweepd.engine.trainable import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
+
+NUMBER_ATTR = "sweepd_number"  # the sweep's trial number, on each Optuna trial
 
 
 class SweepOptunaSearch(OptunaSearch):
@@ -32,6 +38,7 @@ class SweepOptunaSearch(OptunaSearch):
         if isinstance(config, dict):
             self._numbered += 1
             config = {**config, NUMBER_KEY: self._numbered}
+            self._ot_trials[trial_id].set_user_attr(NUMBER_ATTR, self._numbered)
         return config
 
     def _finished_in_storage(self, trial_id: str) -> bool:
@@ -52,6 +59,14 @@ class SweepOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         if self._finished_in_storage(trial_id):  # told before a crash; Tune replays it
+            self._completed_trials.add(trial_id)
+            return
+        if result and result.get(REPLAYED_KEY):  # a new Optuna trial under a finished trial's number
+            ot_trial = self._ot_trials[trial_id]
+            self._ot_study._storage.set_trial_system_attr(
+                ot_trial._trial_id, "sweepd_replayed",
+                f"trial {ot_trial.user_attrs.get(NUMBER_ATTR)} finished before a crash; its stored result stands")
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
         finished = bool(result) and result.get(FINAL_MARKER) is not None

@@ -14,6 +14,7 @@ from ray import tune
 
 FINAL_MARKER = "final_status"
 NUMBER_KEY = "trial_number"  # added to each config by the searcher (search.py)
+REPLAYED_KEY = "replayed"  # in a result that repeats a trial the store holds as finished
 
 
 class TuneReporter:
@@ -105,9 +106,12 @@ def replay_if_finished(db_url: str, sweep_id: str, number: int) -> bool:
     finally:
         engine.dispose()
     if state in ("completed", "diverged") and final.get(FINAL_MARKER):
-        tune.report(final)
+        tune.report({**final, REPLAYED_KEY: True})
         return True
-    return state == "stopped"  # ends with no final result: recorded as stopped again
+    if state == "stopped":  # ends with no final result: recorded as stopped again
+        tune.report({REPLAYED_KEY: True})
+        return True
+    return False
 
 
 def run_trial_in_tune(params: dict, *, spec_json: str, db_url: str, sweep_id: str,
