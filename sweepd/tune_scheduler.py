@@ -27,6 +27,7 @@ from ray.tune.experiment import Trial
 from ray.tune.result import DEFAULT_METRIC
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
+from sweepd.engine.trainable import REPLAYED_KEY
 from sweepd.pruners import Decision, Pruner, make_pruner
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class EarlySignalScheduler(FIFOScheduler):
         self._ensure_loaded()
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        if result.get(REPLAYED_KEY):
+            return TrialScheduler.CONTINUE  # a stored outcome replayed after a crash: nothing to judge
         self._ensure_loaded()
         decisions = self.pruner.on_result_all(self._key(trial), result)
         for decision in decisions:

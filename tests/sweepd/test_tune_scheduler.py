@@ -112,3 +112,24 @@ def test_save_restore_and_search_properties(tmp_path):
 
     with pytest.raises(ValueError, match="mode must be 'min' or 'max', got 'down'"):
         EarlySignalScheduler({"type": "none"}, mode="down")
+
+
+def test_a_replayed_result_is_not_judged():
+    """After a crash the trainable replays a finished trial's stored result (REPLAYED_KEY): the
+    pruner must not judge it at every rung it crosses and write decisions for it."""
+    from sweepd.engine.trainable import REPLAYED_KEY
+
+    class FakeTrial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    record = Record()
+    scheduler = EarlySignalScheduler(ASHAPruner(grace=100, reduction_factor=2, max_t=1000), on_decision=record)
+    for i, g in enumerate([1.0, 2.0]):
+        scheduler.on_trial_result(None, FakeTrial(f"t{i}"), {"samples": 100, "grad_norm": g})
+    judged = len(record.decisions)
+    replay = {"samples": 1000, "grad_norm": 9.0, "eval_loss": 1.0, REPLAYED_KEY: True}
+    assert scheduler.on_trial_result(None, FakeTrial("r"), replay) == "CONTINUE"
+    assert len(record.decisions) == judged
+    # without the mark, the same result is judged (and stopped) at the first rung
+    assert scheduler.on_trial_result(None, FakeTrial("r"), {k: v for k, v in replay.items() if k != REPLAYED_KEY}) == "STOP"
