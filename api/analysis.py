@@ -17,8 +17,8 @@ from sweepd.spec import PrunerSpec, SweepSpec
 from sweepd.store.models import MetricPoint, Sweep, Trial, TrialState
 from sweepd.pruners.signals import rank_correlation
 from sweepd.pruners.signals import ranks as average_ranks  # ascending ranks, ties averaged
+from sweepd.protocol import METRIC_KEYS
 
-POINT_FIELDS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds")
 CALIBRATION_SIGNALS = ("loss", "grad_norm")
 CALIBRATION_RUNGS = 3  # the first rungs only: where an early decision is taken
 MIN_SPEARMAN_N = 3
@@ -43,7 +43,7 @@ def kept_indexes(n: int, max_points: int) -> list[int]:
 
 
 def _windowed(
-    session: Session, trial_ids: list[str], max_points: int, fields: tuple[str, ...] = POINT_FIELDS
+    session: Session, trial_ids: list[str], max_points: int, fields: tuple[str, ...] = METRIC_KEYS
 ) -> list[Any]:
     """The downsampled points of trials whose steps have gaps: a window function numbers them."""
     cols = [getattr(MetricPoint, f) for f in fields]
@@ -67,7 +67,7 @@ def _windowed(
 
 
 def sweep_curves(
-    session: Session, sweep_id: str, max_points: int, fields: tuple[str, ...] = POINT_FIELDS
+    session: Session, sweep_id: str, max_points: int, fields: tuple[str, ...] = METRIC_KEYS
 ) -> list[dict[str, Any]]:
     """Every trial of the sweep with its curve downsampled to ``max_points`` points (the same
     rule as ``repo.read_metrics``: first and last point kept, evenly spaced between), in columns:
@@ -83,10 +83,10 @@ def sweep_curves(
     """
     if max_points < 2:
         raise ValueError(f"max_points must be >= 2, got {max_points}")
-    unknown = set(fields) - set(POINT_FIELDS)
+    unknown = set(fields) - set(METRIC_KEYS)
     if unknown:
-        raise ValueError(f"unknown curve fields {sorted(unknown)}; known: {list(POINT_FIELDS)}")
-    fields = ("step", *[f for f in POINT_FIELDS if f in fields and f != "step"])
+        raise ValueError(f"unknown curve fields {sorted(unknown)}; known: {list(METRIC_KEYS)}")
+    fields = ("step", *[f for f in METRIC_KEYS if f in fields and f != "step"])
     trials = session.execute(
         select(Trial.id, Trial.number, Trial.state, Trial.stopped_at, Trial.reason)
         .where(Trial.sweep_id == sweep_id)

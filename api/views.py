@@ -15,10 +15,10 @@ from api.schemas import BestTrialOut, ObjectiveOut, ProgressOut, SweepDetail, Sw
 from sweepd.spec import METRICS, SweepSpec
 from sweepd.store import repo
 from sweepd.store.models import Sweep, Trial, TrialState
+from sweepd.protocol import FINISHED_TRIAL_STATES
 
 log = logging.getLogger("sweepd.api")
 
-FINISHED_TRIAL_STATES = ("completed", "stopped", "failed", "diverged")
 _MAX_ID_LEN = 128
 
 

@@ -32,6 +32,7 @@ from sweepd.spec import Capacity
 from sweepd.store import repo
 from sweepd.store.db import json_dumps
 from sweepd.store.models import SweepState, TrialState
+from sweepd.protocol import METRIC_KEYS
 
 router = APIRouter(prefix=f"{API_PREFIX}/sweeps", tags=["sweeps"])
 
@@ -140,7 +141,7 @@ def list_trials(
     return TrialList(items=[TrialPublic.model_validate(t) for t in trials])
 
 
-_CURVE_FIELD = "(" + "|".join(analysis.POINT_FIELDS) + ")"
+_CURVE_FIELD = "(" + "|".join(METRIC_KEYS) + ")"
 
 
 @router.get("/{sweep_id}/curves", response_model=SweepCurves, responses=responses(R401, R404, R422),
@@ -160,7 +161,7 @@ def get_curves(
     where it was stopped). Columnar: per trial one list per field (`step`, `samples`, `loss`,
     ...), index `i` of each being the same point, rather than one object per point."""
     sweep = views.sweep_or_404(session, sweep_id)
-    wanted = tuple(fields.split(",")) if fields else analysis.POINT_FIELDS
+    wanted = tuple(fields.split(",")) if fields else METRIC_KEYS
     doc = {"trials": analysis.sweep_curves(session, sweep.id, max_points, wanted)}
     try:
         content = json.dumps(doc, separators=(",", ":"), allow_nan=False)

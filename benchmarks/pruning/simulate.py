@@ -13,7 +13,7 @@ intermediate value at ``samples`` (``sweepd.engine.search.SweepOptunaSearch`` do
 the whole step result to the pruner under test:
 
 - sweepd's pruners (``none``, ``grad_norm``, ``paper``, ``calibrated``, and ``asha_loss_sweepd``
-  as an extra): the service's own Ray adapter, ``sweepd.tune_scheduler.EarlySignalScheduler``,
+  as an extra): the service's own Ray adapter, ``sweepd.engine.tune_scheduler.EarlySignalScheduler``,
   built from ``SweepSpec.pruner_config()`` of a spec with the same search space, budget, grace
   and reduction factor, fed fake ``Trial`` objects;
 - ``asha_loss``: stock Ray Tune ``AsyncHyperBandScheduler`` (metric ``loss``, mode min, same
@@ -180,7 +180,7 @@ class _SweepdAdapter(_Adapter):
     """The service's Ray adapter around ``make_pruner(spec.pruner_config())``."""
 
     def __init__(self, config: dict, s: Settings):
-        from sweepd.tune_scheduler import EarlySignalScheduler
+        from sweepd.engine.tune_scheduler import EarlySignalScheduler
 
         self.decisions: list = []
         self.sched = EarlySignalScheduler(config, metric=s.objective, mode=s.mode,
@@ -276,7 +276,7 @@ def simulate(runs: list[Run], pruner: str, seed: int, settings: Settings | None 
 
     s = settings or Settings()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("sweepd.tune_scheduler").setLevel(logging.WARNING)
+    logging.getLogger("sweepd.engine.tune_scheduler").setLevel(logging.WARNING)
     np.random.seed(seed)  # Ray's ASHA draws its bracket from numpy's global generator
     space = space_of(runs)
     keys = list(space)

@@ -10,8 +10,8 @@ from sweepd.engine.ledger import TrialCost, compute_ledger
 from sweepd.spec import SweepSpec
 from sweepd.store import repo
 from sweepd.store.models import Trial
+from sweepd.protocol import FINISHED_TRIAL_STATES
 
-FINISHED = ("completed", "stopped", "failed", "diverged")
 
 
 def best_trial(trials: list[Trial], mode: str) -> Trial | None:
@@ -41,7 +41,7 @@ def finalize_sweep(session, spec: SweepSpec, sweep_id: str, *, models_root: Path
         ledger["best_model_dir"] = _keep_only_best_model(models_root, (best.metrics_final or {}).get("model_dir"))
     repo.update_ledger(session, sweep_id, ledger, replace=True)
     cancelled = repo.get_sweep(session, sweep_id).state == "cancelled"
-    for t in (t for t in trials if t.state not in FINISHED):  # nothing is left RUNNING afterwards
+    for t in (t for t in trials if t.state not in FINISHED_TRIAL_STATES):  # nothing is left RUNNING afterwards
         repo.upsert_trial(session, sweep_id, t.number, state="failed",
                           error="sweep cancelled" if cancelled else "sweep ended before the trial finished")
     if best is not None:

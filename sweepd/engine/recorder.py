@@ -13,13 +13,11 @@ from pathlib import Path
 
 from sqlalchemy import delete
 
-from sweepd.engine.trainable import FINAL_MARKER, NUMBER_KEY
+from sweepd.protocol import FINAL_MARKER, FINISHED_TRIAL_STATES, METRIC_KEYS, NUMBER_KEY
 from sweepd.store import repo
 from sweepd.store.db import make_engine, session_scope
 from sweepd.store.models import MetricPoint, utcnow
 
-FINISHED_STATES = ("completed", "stopped", "diverged", "failed")
-POINT_KEYS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds")
 FLUSH_EVERY_POINTS = 200
 FLUSH_EVERY_SECONDS = 2.0
 
@@ -119,7 +117,7 @@ class StoreRecorder(Callback, _StoreClient):
         number = trial_number(trial)
         with self.session() as s:
             previous = repo.get_trial_by_number(s, self.sweep_id, number)
-            if previous is not None and previous.state in FINISHED_STATES:
+            if previous is not None and previous.state in FINISHED_TRIAL_STATES:
                 return  # a replay after a resume (see trainable.replay_if_finished)
             attempts = (previous.attempts if previous else 0) + 1
             config = {k: v for k, v in trial.config.items() if k != NUMBER_KEY}
@@ -133,7 +131,7 @@ class StoreRecorder(Callback, _StoreClient):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(FINAL_MARKER) is not None or "loss" not in result:
             return  # the final result is recorded on completion; interim evals are not curve points
-        point = {k: result.get(k) for k in POINT_KEYS}
+        point = {k: result.get(k) for k in METRIC_KEYS}
         self._points.setdefault(trial_number(trial), []).append(point)
         if (sum(len(p) for p in self._points.values()) >= FLUSH_EVERY_POINTS
                 or time.monotonic() - self._last_flush > FLUSH_EVERY_SECONDS):
@@ -153,7 +151,7 @@ class StoreRecorder(Callback, _StoreClient):
                 fields["reason"] = result.get("reason")
         with self.session() as s:
             previous = repo.get_trial_by_number(s, self.sweep_id, trial_number(trial))
-            if previous is not None and previous.state in FINISHED_STATES:
+            if previous is not None and previous.state in FINISHED_TRIAL_STATES:
                 return  # a replay: the stored outcome stands
             repo.upsert_trial(s, self.sweep_id, trial_number(trial), **fields)
 

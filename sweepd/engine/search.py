@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from sweepd.engine.trainable import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
+from sweepd.protocol import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
 
 NUMBER_ATTR = "sweepd_number"  # the sweep's trial number, on each Optuna trial
 

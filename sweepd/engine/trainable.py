@@ -12,9 +12,7 @@ import os
 
 from ray import tune
 
-FINAL_MARKER = "final_status"
-NUMBER_KEY = "trial_number"  # added to each config by the searcher (search.py)
-REPLAYED_KEY = "replayed"  # in a result that repeats a trial the store holds as finished
+from sweepd.protocol import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
 
 
 class TuneReporter:

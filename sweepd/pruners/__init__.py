@@ -7,7 +7,7 @@
     if decision and decision.stop: ...
     pruner.on_trial_complete("trial-1", objective=1.87)
 
-The Ray Tune adapter is ``sweepd.tune_scheduler.EarlySignalScheduler``.
+The Ray Tune adapter is ``sweepd.engine.tune_scheduler.EarlySignalScheduler``.
 """
 
 from sweepd.pruners.asha import ASHAPruner

@@ -1,6 +1,6 @@
 """The pruner interface and the explained decision every pruner returns.
 
-A pruner is pure, event-fed Python: the Ray Tune adapter (sweepd.tune_scheduler) feeds it the
+A pruner is pure, event-fed Python: the Ray Tune adapter (sweepd.engine.tune_scheduler) feeds it the
 trials' reports and turns its decisions into CONTINUE/STOP, so everything here is testable
 without Ray.
 """

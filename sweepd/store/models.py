@@ -36,6 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from sweepd.protocol import METRIC_KEYS, SweepState, TrialState  # noqa: F401  (re-exported)
+
 TABLE_PREFIX = "sweepd_"
 VERSION_TABLE = "sweepd_alembic_version"
 
@@ -79,31 +81,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
-
-
-class SweepState(str, enum.Enum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (SweepState.succeeded, SweepState.failed, SweepState.cancelled)
-
-
-class TrialState(str, enum.Enum):
-    pending = "pending"
-    running = "running"
-    completed = "completed"
-    stopped = "stopped"  # stopped early by the pruner
-    failed = "failed"
-    diverged = "diverged"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in (TrialState.pending, TrialState.running)
 
 
 class EventKind(str, enum.Enum):
@@ -207,7 +184,7 @@ class MetricPoint(Base):
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     # Columns a metric dict maps onto; anything else goes into `extra`.
-    FIELDS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds")
+    FIELDS = METRIC_KEYS
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {f: getattr(self, f) for f in self.FIELDS}

@@ -1,4 +1,4 @@
-"""sweepd.ci_report: JUnit, Markdown summary and baseline comparison, from API-shaped JSON."""
+"""sweepd.report: JUnit, Markdown summary and baseline comparison, from API-shaped JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from sweepd import ci_report as r
+from sweepd import report as ci_report as r
 
 
 def trial(number, state, objective=None, **kw):

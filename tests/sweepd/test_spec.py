@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweepd.plan import describe_plan, format_plan, validate_command
+from sweepd.spec.plan import describe_plan, format_plan, validate_command
 from sweepd.settings import get_settings
 from sweepd.spec import Capacity, SpecError, SweepSpec, load_spec, parse_spec
 from trainer.config import TrialConfig, load_trial_config

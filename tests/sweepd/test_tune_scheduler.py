@@ -10,7 +10,7 @@ ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
 from sweepd.pruners import ASHAPruner, make_pruner  # noqa: E402
-from sweepd.tune_scheduler import EarlySignalScheduler  # noqa: E402
+from sweepd.engine.tune_scheduler import EarlySignalScheduler  # noqa: E402
 
 SPEC = {"type": "asha", "signal": "grad_norm", "grace": 256, "reduction_factor": 2,
         "max_t": 1024, "window": 3}  # fmt: skip  rungs at 256 and 512 samples

@@ -15,6 +15,8 @@ direction of the sweep's objective mode. Exactly at the tolerance is not a regre
 
 from __future__ import annotations
 
+from sweepd.protocol import FINISHED_TRIAL_STATES
+
 import json
 import math
 import re
@@ -25,7 +27,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-FINISHED_TRIAL_STATES = ("completed", "stopped", "failed", "diverged")
 TOP_N = 5
 DEFAULT_TOLERANCE = 0.02
 _EPS = 1e-9  # float slack at the tolerance edge: 2.04 vs 2.0 at 2% is not a regression

@@ -1,5 +1,7 @@
-"""Driving one sweep to its end from this process: `sweepd run SPEC` (no server) and the service's
-controller processes (`python -m sweepd.controller SWEEP_ID`) both come through `drive`.
+"""The sweep driver: the one process that drives one sweep to its end.
+
+`sweepd run SPEC` (no server) drives in the CLI's own process; the service's supervisor starts
+`python -m sweepd.service.driver SWEEP_ID` per stored sweep. Both come through `drive`.
 
 Running the same spec again with `sweepd run` after the driver died resumes that sweep (same name,
 same spec, its controller gone): finished trials are not rerun. `--new` starts a fresh one.
@@ -8,14 +10,17 @@ same spec, its controller gone): finished trials are not rerun. `--new` starts a
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import sys
 import socket
 import threading
 from pathlib import Path
 
 from sqlalchemy import select
 
-from sweepd.engine.controller import models_dir, run_sweep
+from sweepd.engine.tuner import models_dir, run_sweep
 from sweepd.engine.finalize import finalize_sweep
 from sweepd.engine.search import close_orphaned_trials
 from sweepd.settings import get_settings
@@ -121,3 +126,39 @@ def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=
     if on_start:
         on_start(sweep_id, resumed)
     return drive(engine, db_url, sweep_id, spec, on_progress=on_progress)
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
+    # SIGTERM (the service stopping) exits through Python, so Ray's atexit shutdown takes its
+    # agent processes down too; the sweep stays RUNNING and the next service start resumes it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if len(argv) != 1:
+        print("usage: python -m sweepd.service.driver SWEEP_ID", file=sys.stderr)
+        return 2
+    sweep_id = argv[0]
+    db_url = get_settings().resolved_database_url
+    engine = make_engine(db_url)
+    with session_scope(engine) as s:
+        sweep = repo.get_sweep(s, sweep_id)
+        if sweep is None:
+            print(f"no sweep {sweep_id!r}", file=sys.stderr)
+            return 2
+        if sweep.state not in ("queued", "running"):
+            print(f"sweep {sweep_id} is {sweep.state}; nothing to do", file=sys.stderr)
+            return 0
+        spec = SweepSpec.from_stored(sweep.spec)
+    try:
+        result = drive(engine, db_url, sweep_id, spec)
+    except Exception as err:  # the sweep failed as a whole: record why, for people and the API
+        logging.exception("sweep %s failed", sweep_id)
+        with session_scope(engine) as s:
+            repo.set_sweep_state(s, sweep_id, "failed", error=f"controller error: {err}",
+                                 only_from=["queued", "running"])
+        return 1
+    logging.info("sweep %s finished: %s", sweep_id, result["state"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -20,7 +20,7 @@ from sweepd.engine.recorder import DecisionWriter, StoreRecorder, trial_key
 from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
 from sweepd.engine.trainable import run_trial_in_tune
 from sweepd.spec import SweepSpec
-from sweepd.tune_scheduler import EarlySignalScheduler
+from sweepd.engine.tune_scheduler import EarlySignalScheduler
 
 log = logging.getLogger(__name__)
 

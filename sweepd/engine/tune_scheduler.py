@@ -27,7 +27,7 @@ from ray.tune.experiment import Trial
 from ray.tune.result import DEFAULT_METRIC
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
-from sweepd.engine.trainable import REPLAYED_KEY
+from sweepd.protocol import REPLAYED_KEY
 from sweepd.pruners import Decision, Pruner, make_pruner
 
 logger = logging.getLogger(__name__)

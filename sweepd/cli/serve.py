@@ -45,7 +45,7 @@ def serve(
     from api.dashboard.router import missing_vendor_files
     from sweepd.store.db import make_engine
     from sweepd.store.migrate import upgrade
-    from sweepd.supervisor import Supervisor
+    from sweepd.service.supervisor import Supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings.home.mkdir(parents=True, exist_ok=True)

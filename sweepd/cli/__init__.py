@@ -80,14 +80,11 @@ def db_current(url: UrlOption = None) -> None:
         raise typer.Exit(1)
 
 
-from sweepd import cli_sweeps  # noqa: E402
+from sweepd.cli import remote, serve, sweeps  # noqa: E402
 
-cli_sweeps.register(app)
-from sweepd import cli_client; cli_client.register(app)  # noqa: E402,E702
-
-from sweepd import cli_serve  # noqa: E402
-
-cli_serve.register(app)
+sweeps.register(app)
+remote.register(app)
+serve.register(app)
 
 
 def main() -> None:  # `python -m sweepd.cli`

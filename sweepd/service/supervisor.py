@@ -9,7 +9,7 @@ Every tick it
 - kills the controller of a cancelled sweep that has not stopped by itself within a grace period;
 - starts controllers for queued sweeps, oldest first, up to `max_sweeps` at once.
 
-Controllers are local subprocesses (`python -m sweepd.controller ID`) that die with the service
+Controllers are local subprocesses (`python -m sweepd.service.driver ID`) that die with the service
 (PR_SET_PDEATHSIG), so a killed service leaves no orphan to fight with its successor. With
 SWEEPD_RAY_ADDRESS set they drive their trials on that Ray cluster.
 """
@@ -27,11 +27,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sweepd.runner import controller_alive, controller_name
+from sweepd.service.driver import controller_alive, controller_name
 from sweepd.store import repo
 from sweepd.store.db import session_scope
 
-log = logging.getLogger("sweepd.supervisor")
+log = logging.getLogger("sweepd.service.supervisor")
 STALE_AFTER = timedelta(seconds=30)
 CANCEL_GRACE_SECONDS = 30.0
 
@@ -152,7 +152,7 @@ class Supervisor:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"controller-{sweep_id}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "sweepd.controller", sweep_id], stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "sweepd.service.driver", sweep_id], stdout=out,
                                 stderr=subprocess.STDOUT if out else None, preexec_fn=_die_with_parent,
                                 env=dict(os.environ))
         if out:

@@ -105,7 +105,7 @@ class _Progress:
             self.bar.stop()
 
     def update(self, sweep: dict[str, Any]) -> None:
-        from sweepd.ci_report import fmt_num, objective_of
+        from sweepd.report import fmt_num, objective_of
 
         p = sweep.get("progress") or {}
         planned = p.get("planned") or None
@@ -163,7 +163,7 @@ def submit(
     with a one-line reason on stderr. --baseline, --junit, --summary and --write-baseline
     imply --wait.
     """
-    from sweepd import ci_report
+    from sweepd import report as ci_report
     from sweepd.client import ClientError
 
     wait = wait or any(x is not None for x in (baseline, junit, summary, write_baseline))
@@ -278,7 +278,7 @@ def status(
     backoff: BackoffOption = 0.5,
 ) -> None:
     """Show a sweep: state, progress, best trial, compute saved. Exit 3 when it cannot be read."""
-    from sweepd import ci_report
+    from sweepd import report as ci_report
     from sweepd.client import ClientError
 
     with _client(server, token, retries, backoff) as client:

@@ -21,7 +21,7 @@ def _capacity():
 
 def validate(spec: Annotated[Path, typer.Argument(help="Sweep spec, YAML or JSON.")]) -> None:
     """Check a spec and print the resolved plan; exit 2 with every problem listed."""
-    from sweepd.plan import validate_command
+    from sweepd.spec.plan import validate_command
 
     code, text = validate_command(str(spec), capacity=_capacity())
     typer.echo(text, err=code != 0)
@@ -46,7 +46,7 @@ def run(
         console.print(f"[red]{spec}: invalid spec[/red]\n{err}", markup=True, highlight=False)
         raise typer.Exit(2)
 
-    from sweepd.runner import run_local
+    from sweepd.service.driver import run_local
 
     total = parsed.planned_trials
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -1,0 +1,60 @@
+"""Names shared across sweepd's layers: what a trial reports, the states a sweep and a trial pass
+through, and the keys the engine adds to Ray Tune's configs and results.
+
+Everything here is plain data with no dependencies beyond the trainer's own contract, so any layer
+(store, engine, service, CLI, API, benchmarks) may import it without pulling in Ray or the database.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from trainer.reporting import STEP_KEYS
+
+# ---- what a trial reports ------------------------------------------------------------------
+
+# One metric point per optimizer step (the trainer CLI's JSONL contract); the store keeps these.
+METRIC_KEYS: tuple[str, ...] = STEP_KEYS
+
+
+# ---- states --------------------------------------------------------------------------------
+
+
+class SweepState(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SweepState.succeeded, SweepState.failed, SweepState.cancelled)
+
+
+class TrialState(str, enum.Enum):
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    stopped = "stopped"  # stopped early by the pruner
+    failed = "failed"
+    diverged = "diverged"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (TrialState.pending, TrialState.running)
+
+
+# Trial states in display order, and the finished ones among them (as plain strings).
+TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
+FINISHED_TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState if s.terminal)
+ACTIVE_SWEEP_STATES: tuple[str, ...] = tuple(s.value for s in SweepState if not s.terminal)
+
+
+# ---- keys the engine adds to Tune's configs and results ------------------------------------
+
+# Only a trial's final result carries FINAL_MARKER: a trial that ends without it was stopped, and
+# Optuna records it as PRUNED rather than COMPLETE with a partial value (engine/search.py).
+FINAL_MARKER = "final_status"
+NUMBER_KEY = "trial_number"  # added to each config by the searcher: the trial's number in its sweep
+REPLAYED_KEY = "replayed"  # in a result that repeats a trial the store holds as finished

@@ -1,0 +1,1 @@
+"""Supervisor and sweep drivers: the processes that run stored sweeps."""
