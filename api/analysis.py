@@ -3,8 +3,6 @@ calibration of the early signals against the final objective."""
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections import defaultdict
 from typing import Any
 
@@ -15,17 +13,15 @@ from api.schemas import Calibration, CalibrationRow, ObjectiveOut
 from api.views import objective_of, stored_spec
 from sweepd.spec import PrunerSpec, SweepSpec
 from sweepd.store.models import MetricPoint, Sweep, Trial, TrialState
-from sweepd.pruners.signals import rank_correlation
+from sweepd.pruners.rungs import TIME_KEYS
+from sweepd.pruners.signals import rank_correlation, smoothed
 from sweepd.pruners.signals import ranks as average_ranks  # ascending ranks, ties averaged
 from sweepd.protocol import METRIC_KEYS
+from sweepd.formatting import json_safe
 
 CALIBRATION_SIGNALS = ("loss", "grad_norm")
 CALIBRATION_RUNGS = 3  # the first rungs only: where an early decision is taken
 MIN_SPEARMAN_N = 3
-
-
-def _finite(value: Any) -> Any:
-    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 # ---- curves -----------------------------------------------------------------------------------
@@ -128,7 +124,7 @@ def sweep_curves(
             columns = [list(c) for c in zip(*points)]
         else:
             columns = [[] for _ in fields]
-        doc = {"id": t.id, "number": t.number, "state": t.state, "stopped_at": _finite(t.stopped_at),
+        doc = {"id": t.id, "number": t.number, "state": t.state, "stopped_at": json_safe(t.stopped_at),
                "reason": t.reason}
         doc.update(zip(fields, columns))
         out.append(doc)
@@ -148,17 +144,12 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
     return rank_correlation(xs, ys)
 
 
-def _pruner_axis(sweep: Sweep, spec: SweepSpec | None) -> tuple[list[float], str, int]:
-    """(the first rungs, the time column, the smoothing window) of the sweep's pruner. A sweep
-    without a pruner still gets rungs where ASHA's defaults would put them."""
-    pruner = spec.pruner if spec is not None else PrunerSpec()
-    grace = float(pruner.grace)
-    if pruner.type == "median":
-        step = float(pruner.interval if pruner.interval is not None else grace)
-        rungs = [grace + step * i for i in range(CALIBRATION_RUNGS)]
-    else:
-        eta = float(pruner.reduction_factor if pruner.reduction_factor is not None else 3)
-        rungs = [grace * eta**i for i in range(CALIBRATION_RUNGS)]
+def _pruner_axis(spec: SweepSpec | None) -> tuple[list[float], str, int, str]:
+    """(the first rungs, the time column, the smoothing window, the smoother) of the sweep's
+    pruner as its class resolves it (``PrunerSpec.on_axis``: a sweep without a pruner gets the
+    rungs ASHA with its options would have)."""
+    pruner = (spec.pruner if spec is not None else PrunerSpec()).on_axis()
+    rungs = [pruner.rung_time(i) for i in range(CALIBRATION_RUNGS)]
     max_t = None
     if spec is not None:
         try:
@@ -167,24 +158,24 @@ def _pruner_axis(sweep: Sweep, spec: SweepSpec | None) -> tuple[list[float], str
             max_t = None
     if max_t is not None:
         rungs = [r for r in rungs if r < max_t] or rungs[:1]
-    column = "step" if pruner.time_attr == "steps" else "samples"
-    return rungs, column, pruner.window
+    return rungs, TIME_KEYS[pruner.time_attr], pruner.window, pruner.smooth
 
 
-def _value_at(series: list[tuple[float, float | None]], rung: float, window: int) -> float | None:
-    """The median of the ``window`` values ending at the point nearest to ``rung`` (ties: the
-    earlier point), ignoring missing values. ``series``: (time, value) in time order."""
+def _value_at(series: list[tuple[float, float | None]], rung: float, window: int, smooth: str) -> float | None:
+    """The pruner's smoothed value (``smooth`` over the ``window`` values ending at the point
+    nearest to ``rung``; ties: the earlier point), ignoring missing values. ``series``: (time,
+    value) in time order."""
     if not series:
         return None
     nearest = min(range(len(series)), key=lambda i: (abs(series[i][0] - rung), i))
     values = [v for _, v in series[max(0, nearest - window + 1) : nearest + 1] if v is not None]
-    return statistics.median(values) if values else None
+    return smoothed(values, smooth) if values else None
 
 
 def calibration(session: Session, sweep: Sweep) -> Calibration:
     spec = stored_spec(sweep)
     objective: ObjectiveOut = objective_of(sweep, spec)
-    rungs, column, window = _pruner_axis(sweep, spec)
+    rungs, column, window, smooth = _pruner_axis(spec)
     finished = session.execute(
         select(Trial.id, Trial.objective).where(
             Trial.sweep_id == sweep.id,
@@ -192,7 +183,7 @@ def calibration(session: Session, sweep: Sweep) -> Calibration:
             Trial.objective.is_not(None),
         )
     ).all()
-    objectives = {tid: obj for tid, obj in finished if _finite(obj) is not None}
+    objectives = {tid: obj for tid, obj in finished if json_safe(obj) is not None}
     series: dict[str, dict[str, list[tuple[float, float | None]]]] = {
         tid: {s: [] for s in CALIBRATION_SIGNALS} for tid in objectives
     }
@@ -211,8 +202,8 @@ def calibration(session: Session, sweep: Sweep) -> Calibration:
             .order_by(MetricPoint.trial_id, MetricPoint.step)
         ).all()
         for tid, t, loss, grad_norm in rows:
-            series[tid]["loss"].append((float(t), _finite(loss)))
-            series[tid]["grad_norm"].append((float(t), _finite(grad_norm)))
+            series[tid]["loss"].append((float(t), json_safe(loss)))
+            series[tid]["grad_norm"].append((float(t), json_safe(grad_norm)))
     out: list[CalibrationRow] = []
     for rung in rungs:
         for signal in CALIBRATION_SIGNALS:
@@ -221,7 +212,7 @@ def calibration(session: Session, sweep: Sweep) -> Calibration:
                 s = series[tid][signal]
                 if not s or s[-1][0] < rung:  # never reached this rung
                     continue
-                value = _value_at(s, rung, window)
+                value = _value_at(s, rung, window, smooth)
                 if value is not None:
                     xs.append(value)
                     ys.append(float(obj))

@@ -1,22 +1,24 @@
-"""The FastAPI application: ``create_app(settings=None, *, extra_routers=())``.
+"""The FastAPI application: ``create_app(settings=None, *, extra_routers=(), lifespan=None)``.
 
     from api.app import create_app
     from api.dashboard import router as dashboard_router
 
-    app = create_app(settings, extra_routers=[dashboard_router])   # serve with uvicorn
+    app = create_app(settings, extra_routers=[dashboard_router])
 
-REST under ``/api/v1`` (routes in ``api/routes/``), ``/healthz`` and ``/metrics`` at the root,
-OpenAPI at ``/openapi.json``, docs at ``/docs``. ``extra_routers`` (the dashboard) are included
-as they are, after the API's own routes. At startup the database is migrated to the latest
-schema; the engine is disposed at shutdown. Use the app as a context manager in tests
-(``with TestClient(app) as client``) so that startup runs.
+(`sweepd serve` serves ``api.service:create_service_app``: this app, the dashboard and the
+supervisor.) REST under ``/api/v1`` (routes in ``api/routes/``), ``/healthz`` and ``/metrics`` at
+the root, OpenAPI at ``/openapi.json``, docs at ``/docs``. ``extra_routers`` (the dashboard) are
+included as they are, after the API's own routes. At startup the database is migrated to the
+latest schema, then ``lifespan`` (if given) is entered; at shutdown it is left, then the engine is
+disposed. Use the app as a context manager in tests (``with TestClient(app) as client``) so that
+startup runs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from fastapi.middleware.gzip import GZipMiddleware
@@ -70,7 +72,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIRouter] = ()) -> FastAPI:
+def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIRouter] = (),
+               lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None) -> FastAPI:
     """The sweepd app on the database of ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
     # No overflow cap: a request must never wait for a pooled connection while it holds one of
@@ -78,10 +81,11 @@ def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIR
     engine = make_engine(settings.resolved_database_url, max_overflow=-1)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_startup, app)
         try:
-            yield
+            async with lifespan(app) if lifespan else nullcontext():
+                yield
         finally:
             engine.dispose()
 
@@ -90,7 +94,7 @@ def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIR
         version=getattr(sweepd, "__version__", "0.1.0"),
         description="Hyperparameter sweeps for supervised fine-tuning of small LLMs. "
                     "Send `Authorization: Bearer <token>` (`sweepd token create NAME`).",
-        lifespan=lifespan,
+        lifespan=app_lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import HTTPException, Request, status
 from starlette.requests import ClientDisconnect
 
-from sweepd.spec import Capacity, SpecError, SweepSpec, _parse_text, parse_spec
+from sweepd.spec import Capacity, SpecError, SweepSpec, parse_spec, parse_spec_text
 
 log = logging.getLogger("sweepd.api")
 
@@ -115,7 +115,7 @@ def decode(raw: bytes, mt: str) -> Any:
         raise unprocessable(error([], f"the YAML body is not UTF-8 text ({err.reason} at byte {err.start})",
                                   "yaml_invalid")) from None
     try:
-        return _parse_text(text, "request body")
+        return parse_spec_text(text, "request body")
     except SpecError as err:
         raise unprocessable(*[error([], f"invalid YAML: {msg}", "yaml_invalid") for _, msg in err.errors]) from None
     except RecursionError:

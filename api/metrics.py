@@ -8,7 +8,7 @@
 - ``sweepd_http_requests_total{method,route,status}``      counter
 
 The store metrics are read from the database at each scrape, so they are right whichever
-process (API, supervisor, controllers) changed the rows. The HTTP metrics belong to this app.
+process (API, supervisor, sweep drivers) changed the rows. The HTTP metrics belong to this app.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from sweepd.formatting import dotted_path
+
 API = "/api/v1"
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -104,15 +106,7 @@ def _loc_path(loc: Any) -> str:
     if not isinstance(loc, (list, tuple)):
         return "" if loc is None else str(loc)
     parts = list(loc)
-    if parts and parts[0] == "body":
-        parts = parts[1:]
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out += ("." if out else "") + str(p)
-    return out
+    return dotted_path(parts[1:] if parts and parts[0] == "body" else parts)
 
 
 def _spec_errors(body: Any) -> list[tuple[str, str]]:

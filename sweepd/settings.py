@@ -7,7 +7,9 @@ SWEEPD_DATA_ROOTS   os.pathsep-separated folders that spec data and model paths 
                     (default: the current directory and SWEEPD_HOME)
 SWEEPD_PUBLIC_READ  1: the API's read routes need no token (writes always do)
 SWEEPD_MAX_BODY_BYTES  largest request body the API accepts (default 1 MiB; larger: 413)
-SWEEPD_HOST, SWEEPD_PORT  where `sweepd serve` listens (default 127.0.0.1:8080)
+SWEEPD_HOST, SWEEPD_PORT  where `sweepd serve` listens (default 127.0.0.1:8080; --host/--port win)
+SWEEPD_MAX_SWEEPS   sweeps `sweepd serve` runs at once (default 1; --max-sweeps wins)
+SWEEPD_SUPERVISE    0: `sweepd serve` runs no sweeps, API and dashboard only (default 1; --[no-]supervise wins)
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # `sweepd serve` sets these two from its options before uvicorn builds the app (api/service.py)
+    max_sweeps: int = 1
+    supervise: bool = True
 
     @field_validator("data_roots", mode="before")
     @classmethod

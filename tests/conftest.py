@@ -6,6 +6,11 @@ Migrate it with ``sweepd.store.upgrade(db_url)``. The PostgreSQL server is the t
 own fresh database on it, dropped afterwards. Without that variable the postgres cases FAIL
 (they are part of the suite, not optional): run through `make test`, or
 ``export SWEEPD_TEST_POSTGRES_URL="$(scripts/postgres.sh start)"``.
+
+Every test under tests/e2e, tests/browser, tests/cluster and tests/docker is marked ``slow``
+here (real sweeps, a browser, a Ray cluster, the Docker files), so ``make test-fast``
+(``-m "not slow"``) leaves them out; ``make test`` runs them all. Slow tests elsewhere carry
+``@pytest.mark.slow`` themselves.
 """
 
 from __future__ import annotations
@@ -14,10 +19,23 @@ import itertools
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 POSTGRES_URL_ENV = "SWEEPD_TEST_POSTGRES_URL"
+
+TESTS = Path(__file__).resolve().parent
+SLOW_FOLDERS = tuple(TESTS / name for name in ("e2e", "browser", "cluster", "docker"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test in the slow folders ``slow``, whatever its file or name."""
+    for item in items:
+        path = Path(item.path).resolve()
+        if any(path.is_relative_to(folder) for folder in SLOW_FOLDERS):
+            item.add_marker(pytest.mark.slow)
 
 
 class _PostgresDatabases:

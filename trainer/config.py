@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEDULERS = ("constant", "linear", "cosine")
 BUILTIN_MODELS = ("builtin:tiny",)
 
 

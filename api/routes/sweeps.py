@@ -9,12 +9,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
 
 from api import analysis, body, views
-from api.deps import ReaderDep, SessionDep, SettingsDep, WriterDep
+from api.deps import SessionDep, SettingsDep, WriterDep
 from api.errors import R401, R404, R409, R413, R415, R422, responses
-from api.report import markdown_report
-from api.routes import API_PREFIX
+from api.routes import API_PREFIX, READ_ERRORS, ReadSessionDep
 from api.schemas import (
     Calibration,
     EventList,
@@ -28,6 +28,7 @@ from api.schemas import (
     TrialPublic,
 )
 from sweepd.engine.finalize import result_document
+from sweepd.report import markdown_summary
 from sweepd.spec import Capacity
 from sweepd.store import repo
 from sweepd.store.db import json_dumps
@@ -59,6 +60,10 @@ def _capacity(request: Request) -> Capacity:
     return state.capacity
 
 
+def _trials(session: Session, sweep_id: str, state: TrialState | None = None) -> list[TrialPublic]:
+    return [TrialPublic.model_validate(t) for t in repo.list_trials(session, sweep_id, state=state)]
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -78,7 +83,7 @@ async def create_sweep(request: Request, response: Response, session: SessionDep
 
     def create() -> SweepPublic:
         spec = body.validate_spec(value, data_roots=settings.resolved_data_roots, capacity=capacity)
-        sweep = repo.create_sweep(session, name=spec.name, spec=json.loads(spec.model_dump_json()))
+        sweep = repo.create_sweep(session, name=spec.name, spec=spec.to_stored())
         repo.add_event(session, sweep.id, "info", f"sweep submitted with token {token.name!r}",
                        payload={"token": token.name})
         session.commit()
@@ -89,10 +94,9 @@ async def create_sweep(request: Request, response: Response, session: SessionDep
     return public
 
 
-@router.get("", response_model=SweepPage, responses=responses(R401, R422), summary="List sweeps")
+@router.get("", responses=responses(R401, R422), summary="List sweeps")
 def list_sweeps(
-    session: SessionDep,
-    _: ReaderDep,
+    session: ReadSessionDep,
     state: Annotated[SweepState | None, Query(description="only sweeps in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_INT32)] = 0,
@@ -103,16 +107,15 @@ def list_sweeps(
                      limit=page.limit, offset=page.offset)
 
 
-@router.get("/{sweep_id}", response_model=SweepDetail, responses=responses(R401, R404, R422),
-            summary="A sweep: state, progress, best trial, ledger and spec")
-def get_sweep(sweep_id: SweepId, session: SessionDep, _: ReaderDep) -> SweepDetail:
+@router.get("/{sweep_id}", responses=READ_ERRORS, summary="A sweep: state, progress, best trial, ledger and spec")
+def get_sweep(sweep_id: SweepId, session: ReadSessionDep) -> SweepDetail:
     return views.sweep_detail(session, views.sweep_or_404(session, sweep_id))
 
 
-@router.post("/{sweep_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=SweepPublic,
+@router.post("/{sweep_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
              responses=responses(R401, R404, R409, R422), summary="Cancel a queued or running sweep")
 def cancel_sweep(sweep_id: SweepId, session: SessionDep, token: WriterDep) -> SweepPublic:
-    """The sweep becomes `cancelled` at once; its controller stops the running trials within
+    """The sweep becomes `cancelled` at once; its driver stops the running trials within
     seconds. A sweep that has already finished is a 409."""
     sweep = views.sweep_or_404(session, sweep_id)
     done = repo.set_sweep_state(session, sweep.id, SweepState.cancelled,
@@ -128,28 +131,23 @@ def cancel_sweep(sweep_id: SweepId, session: SessionDep, token: WriterDep) -> Sw
     return views.sweep_public(session, done)
 
 
-@router.get("/{sweep_id}/trials", response_model=TrialList, responses=responses(R401, R404, R422),
-            summary="A sweep's trials, in number order")
+@router.get("/{sweep_id}/trials", responses=READ_ERRORS, summary="A sweep's trials, in number order")
 def list_trials(
     sweep_id: SweepId,
-    session: SessionDep,
-    _: ReaderDep,
+    session: ReadSessionDep,
     state: Annotated[TrialState | None, Query(description="only trials in this state")] = None,
 ) -> TrialList:
-    sweep = views.sweep_or_404(session, sweep_id)
-    trials = repo.list_trials(session, sweep.id, state=state)
-    return TrialList(items=[TrialPublic.model_validate(t) for t in trials])
+    return TrialList(items=_trials(session, views.sweep_or_404(session, sweep_id).id, state))
 
 
 _CURVE_FIELD = "(" + "|".join(METRIC_KEYS) + ")"
 
 
-@router.get("/{sweep_id}/curves", response_model=SweepCurves, responses=responses(R401, R404, R422),
+@router.get("/{sweep_id}/curves", response_model=SweepCurves, responses=READ_ERRORS,
             summary="Every trial's training curve, downsampled, in columns")
 def get_curves(
     sweep_id: SweepId,
-    session: SessionDep,
-    _: ReaderDep,
+    session: ReadSessionDep,
     max_points: Annotated[int, Query(ge=2, le=2000, description="points per trial at most")] = 200,
     fields: Annotated[str | None, Query(
         pattern=rf"^{_CURVE_FIELD}(,{_CURVE_FIELD})*$",
@@ -170,12 +168,11 @@ def get_curves(
     return Response(content, media_type="application/json")
 
 
-@router.get("/{sweep_id}/events", response_model=EventList, responses=responses(R401, R404, R422),
+@router.get("/{sweep_id}/events", responses=READ_ERRORS,
             summary="A sweep's events: the pruner's decisions, state changes, errors")
 def list_events(
     sweep_id: SweepId,
-    session: SessionDep,
-    _: ReaderDep,
+    session: ReadSessionDep,
     after_id: Annotated[int | None, Query(ge=0, le=MAX_INT32, description="only events newer than this id")] = None,
     kind: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.:-]{1,32}$",
                                       description="only this kind: decision, state, info, error, ...")] = None,
@@ -187,9 +184,9 @@ def list_events(
     return EventList(items=[EventPublic.model_validate(e) for e in events])
 
 
-@router.get("/{sweep_id}/calibration", response_model=Calibration, responses=responses(R401, R404, R422),
+@router.get("/{sweep_id}/calibration", responses=READ_ERRORS,
             summary="How well the early signals predicted the final objective")
-def get_calibration(sweep_id: SweepId, session: SessionDep, _: ReaderDep) -> Calibration:
+def get_calibration(sweep_id: SweepId, session: ReadSessionDep) -> Calibration:
     """For the completed trials: Spearman's rho between the smoothed `loss` / `grad_norm` at
     each of the pruner's first rungs and the final objective (null when n < 3)."""
     return analysis.calibration(session, views.sweep_or_404(session, sweep_id))
@@ -199,22 +196,24 @@ def get_calibration(sweep_id: SweepId, session: SessionDep, _: ReaderDep) -> Cal
     "/{sweep_id}/report",
     response_model=ReportJson,
     responses={
-        **responses(R401, R404, R422),
+        **READ_ERRORS,
         200: {"description": "the result document (JSON) or a Markdown summary",
               "content": {"application/json": {}, "text/markdown": {"schema": {"type": "string"}}}},
     },
     summary="The sweep's result: JSON document or Markdown summary",
 )
 def get_report(
+    request: Request,
     sweep_id: SweepId,
-    session: SessionDep,
-    _: ReaderDep,
+    session: ReadSessionDep,
     format: Annotated[Literal["json", "markdown"], Query(description="json or markdown")] = "json",
 ) -> ReportJson | Response:
+    """JSON: the result document (what `sweepd run --out` writes). Markdown: the summary that
+    `sweepd submit --summary` writes for CI (sweepd/report.py), linking to this server's dashboard."""
     sweep = views.sweep_or_404(session, sweep_id)
-    doc = result_document(session, sweep.id)
     if format == "markdown":
-        objective = views.objective_of(sweep, views.stored_spec(sweep))
-        text = markdown_report(doc, metric=objective.metric, mode=objective.mode)
+        public = views.sweep_public(session, sweep).model_dump(mode="json")
+        trials = [t.model_dump(mode="json") for t in _trials(session, sweep.id)]
+        text = markdown_summary(public, trials, dashboard_url=str(request.base_url))
         return PlainTextResponse(text, media_type="text/markdown")
-    return ReportJson.model_validate(doc)
+    return ReportJson.model_validate(result_document(session, sweep.id))

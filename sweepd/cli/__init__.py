@@ -87,9 +87,5 @@ remote.register(app)
 serve.register(app)
 
 
-def main() -> None:  # `python -m sweepd.cli`
+def main() -> None:  # `python -m sweepd.cli` (sweepd/cli/__main__.py)
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -15,15 +15,22 @@ Every exit comes with a one-line reason on stderr; the sweep id goes to stdout.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from sweepd.client import DEFAULT_SERVER
+from sweepd.protocol import FINISHED_TRIAL_STATES, TRIAL_STATES, TrialState
+
+if TYPE_CHECKING:
+    from sweepd.client import SweepdClient
 
 EXIT_OK, EXIT_FAILED, EXIT_REGRESSED, EXIT_ERROR = 0, 1, 2, 3
 
+SweepIdArgument = Annotated[str, typer.Argument(help="The sweep's id.", show_default=False)]
 ServerOption = Annotated[str, typer.Option(
     "--server", envvar="SWEEPD_SERVER", help="The sweepd server (env SWEEPD_SERVER).")]
 TokenOption = Annotated[Optional[str], typer.Option(
@@ -48,13 +55,25 @@ def _die(code: int, reason: str) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _client(server: str, token: str | None, retries: int, backoff: float):
+def _client(server: str, token: str | None, retries: int, backoff: float) -> SweepdClient:
     from sweepd.client import SweepdClient
 
     try:
         return SweepdClient(server, token or None, retries=retries, backoff=backoff)
     except ValueError as err:
         raise _die(EXIT_ERROR, f"error: {err}") from None
+
+
+@contextmanager
+def _connected(server: str, token: str | None, retries: int, backoff: float) -> Iterator[SweepdClient]:
+    """A client for one command; a request that fails for good is exit 3 with its reason."""
+    from sweepd.client import ClientError
+
+    with _client(server, token, retries, backoff) as client:
+        try:
+            yield client
+        except ClientError as err:
+            raise _die(EXIT_ERROR, f"error: {err}") from None
 
 
 def _write(path: Path, text: str) -> None:
@@ -105,13 +124,14 @@ class _Progress:
             self.bar.stop()
 
     def update(self, sweep: dict[str, Any]) -> None:
-        from sweepd.report import fmt_num, objective_of
+        from sweepd.formatting import fmt_num
+        from sweepd.report import objective_of
 
         p = sweep.get("progress") or {}
         planned = p.get("planned") or None
         finished = int(p.get("finished") or 0)
         state = sweep.get("state")
-        parts = [f"{k}={p[k]}" for k in ("running", "completed", "stopped", "failed", "diverged") if p.get(k)]
+        parts = [f"{k}={p[k]}" for k in (TrialState.running.value, *FINISHED_TRIAL_STATES) if p.get(k)]
         best = sweep.get("best") or {}
         metric, _ = objective_of(sweep)
         if best.get("objective") is not None:
@@ -163,8 +183,10 @@ def submit(
     with a one-line reason on stderr. --baseline, --junit, --summary and --write-baseline
     imply --wait.
     """
-    from sweepd import report as ci_report
+    from sweepd import report
+    from sweepd.cli import ci
     from sweepd.client import ClientError
+    from sweepd.formatting import fmt_num
 
     wait = wait or any(x is not None for x in (baseline, junit, summary, write_baseline))
     notes: list[str] = []
@@ -173,9 +195,9 @@ def submit(
         """Exit 3, leaving a summary and a JUnit report that say why (CI shows them)."""
         try:
             if summary is not None:
-                _write(summary, ci_report.error_summary(reason, spec=str(spec)))
+                _write(summary, report.error_summary(reason, spec=str(spec)))
             if junit is not None:
-                _write(junit, ci_report.error_junit(reason))
+                _write(junit, ci.error_junit(reason))
         except OSError as err:
             _say(f"warning: cannot write the report: {err}")
         return _die(EXIT_ERROR, f"error: {reason}")
@@ -190,8 +212,8 @@ def submit(
             _say(f"note: no baseline at {baseline}; the comparison is skipped")
         else:
             try:
-                base_data = ci_report.load_baseline(baseline)
-            except ci_report.BaselineError as err:
+                base_data = ci.load_baseline(baseline)
+            except ci.BaselineError as err:
                 raise fail_early(str(err)) from None
             metric = _spec_metric(spec)
             if metric and base_data.get("metric") and metric != base_data["metric"]:
@@ -206,7 +228,7 @@ def submit(
             raise fail_early(f"{spec}: {err}") from None
         sweep_id = str(created["id"])
         name = str(created.get("name") or spec.stem)
-        link = ci_report.dashboard_link(sweep_id, dashboard_url or client.base_url)
+        link = report.dashboard_link(sweep_id, dashboard_url or client.base_url)
         typer.echo(sweep_id)
         if not wait:
             raise _die(EXIT_OK, f"submitted sweep {sweep_id} ({name}): {link}")
@@ -222,13 +244,13 @@ def submit(
             raise _die(130, f"interrupted; sweep {sweep_id} goes on (stop it with `sweepd cancel {sweep_id}`)")
 
     state = final.get("state")
-    metric, mode = ci_report.objective_of(final)
+    metric, mode = report.objective_of(final)
     best = final.get("best") or {}
     check = None
     if state == "succeeded" and base_data is not None:
         try:
-            check = ci_report.compare_baseline(base_data, final, tolerance)
-        except ci_report.BaselineError as err:
+            check = ci.compare_baseline(base_data, final, tolerance)
+        except ci.BaselineError as err:
             raise fail_early(f"sweep {sweep_id}: {err}") from None
 
     if state == "succeeded" and check is not None and check.regressed:
@@ -236,7 +258,7 @@ def submit(
     elif state == "succeeded":
         code = EXIT_OK
         reason = f"sweep {sweep_id} ({name}) succeeded: " + (
-            f"best trial {best.get('number')} {metric}={ci_report.fmt_num(best.get('objective'))} ({mode})"
+            f"best trial {best.get('number')} {metric}={fmt_num(best.get('objective'))} ({mode})"
             if best.get("objective") is not None else "no best trial")
         if check is not None:
             reason += f"; {check.message}"
@@ -247,17 +269,17 @@ def submit(
 
     try:
         if junit is not None:
-            _write(junit, ci_report.junit_xml(final, trials))
+            _write(junit, ci.junit_xml(final, trials))
         if summary is not None:
-            _write(summary, ci_report.markdown_summary(final, trials, dashboard_url=dashboard_url or client.base_url,
-                                                       check=check, notes=notes))
+            _write(summary, report.markdown_summary(final, trials, dashboard_url=dashboard_url or client.base_url,
+                                                    check=check, notes=notes))
         if write_baseline is not None:
             if code == EXIT_OK:
-                ci_report.write_baseline(write_baseline, final)
+                ci.write_baseline(write_baseline, final)
                 _say(f"wrote baseline {write_baseline}")
             else:
                 _say(f"note: baseline {write_baseline} not written (exit code {code})")
-    except (OSError, ci_report.BaselineError) as err:
+    except (OSError, ci.BaselineError) as err:
         raise _die(EXIT_ERROR, f"error: sweep {sweep_id} {state}, but writing the reports failed: {err}") from None
     raise _die(code, reason)
 
@@ -266,7 +288,7 @@ def submit(
 
 
 def status(
-    sweep_id: Annotated[str, typer.Argument(help="The sweep's id.", show_default=False)],
+    sweep_id: SweepIdArgument,
     server: ServerOption = DEFAULT_SERVER,
     token: TokenOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the sweep as JSON.")] = False,
@@ -278,63 +300,58 @@ def status(
     backoff: BackoffOption = 0.5,
 ) -> None:
     """Show a sweep: state, progress, best trial, compute saved. Exit 3 when it cannot be read."""
-    from sweepd import report as ci_report
-    from sweepd.client import ClientError
+    from sweepd import report
+    from sweepd.cli import ci
+    from sweepd.formatting import fmt_num
 
-    with _client(server, token, retries, backoff) as client:
-        try:
-            sweep = client.get_sweep(sweep_id)
-        except ClientError as err:
-            raise _die(EXIT_ERROR, f"error: {err}") from None
+    with _connected(server, token, retries, backoff) as client:
+        sweep = client.get_sweep(sweep_id)
     if as_json:
         typer.echo(json.dumps(sweep, indent=2, default=str))
     else:
-        metric, mode = ci_report.objective_of(sweep)
+        metric, mode = report.objective_of(sweep)
         p = sweep.get("progress") or {}
         best = sweep.get("best") or {}
         ledger = sweep.get("ledger") or {}
         lines = [f"sweep {sweep.get('id')} ({sweep.get('name')}): {sweep.get('state')}",
                  f"  trials: {p.get('finished', 0)}/{p.get('planned', '?')} finished "
-                 + " ".join(f"{k}={p[k]}" for k in ("pending", "running", "completed", "stopped", "failed",
-                                                     "diverged") if p.get(k)),
+                 + " ".join(f"{k}={p[k]}" for k in TRIAL_STATES if p.get(k)),
                  f"  objective: {metric} ({mode})"]
         if best.get("objective") is not None:
-            lines.append(f"  best: trial {best.get('number')} {metric}={ci_report.fmt_num(best['objective'])} "
+            lines.append(f"  best: trial {best.get('number')} {metric}={fmt_num(best['objective'])} "
                          f"{json.dumps(best.get('config') or {}, sort_keys=True)}")
         if ledger.get("fraction_saved") is not None:
             lines.append(f"  compute saved by stopping early: {float(ledger['fraction_saved']):.1%} "
                          f"({ledger.get('trials_stopped', 0)} trials stopped)")
         if sweep.get("error"):
             lines.append(f"  error: {sweep['error']}")
-        lines.append(f"  {ci_report.dashboard_link(str(sweep.get('id')), dashboard_url or client.base_url)}")
+        lines.append(f"  {report.dashboard_link(str(sweep.get('id')), dashboard_url or client.base_url)}")
         typer.echo("\n".join(lines))
     if write_baseline is not None:
         if sweep.get("state") != "succeeded":
             raise _die(EXIT_FAILED, f"sweep {sweep_id} is {sweep.get('state')}, not succeeded: no baseline written")
         try:
-            ci_report.write_baseline(write_baseline, sweep)
-        except (OSError, ci_report.BaselineError) as err:
+            ci.write_baseline(write_baseline, sweep)
+        except (OSError, ci.BaselineError) as err:
             raise _die(EXIT_ERROR, f"error: {err}") from None
         _say(f"wrote baseline {write_baseline}")
 
 
 def cancel(
-    sweep_id: Annotated[str, typer.Argument(help="The sweep's id.", show_default=False)],
+    sweep_id: SweepIdArgument,
     server: ServerOption = DEFAULT_SERVER,
     token: TokenOption = None,
     retries: RetriesOption = 5,
     backoff: BackoffOption = 0.5,
 ) -> None:
     """Cancel a sweep: its trials stop within seconds. Exit 1 if it had already finished."""
-    from sweepd.client import ClientError, ConflictError
+    from sweepd.client import ConflictError
 
-    with _client(server, token, retries, backoff) as client:
+    with _connected(server, token, retries, backoff) as client:
         try:
             client.cancel(sweep_id)
         except ConflictError as err:
             raise _die(EXIT_FAILED, f"sweep {sweep_id} not cancelled: {err}") from None
-        except ClientError as err:
-            raise _die(EXIT_ERROR, f"error: {err}") from None
     _say(f"cancel requested for sweep {sweep_id}")
 
 

@@ -1,14 +1,22 @@
-"""`sweepd serve`: the REST API, the dashboard and the supervisor in one process."""
+"""`sweepd serve`: the REST API, the dashboard and the supervisor in one process.
+
+The app itself is composed in the api package (api/service.py: sweepd never imports api); this
+command checks its options, migrates the database and hands uvicorn the app by import string.
+Options not given come from the settings (SWEEPD_HOST, SWEEPD_PORT, SWEEPD_MAX_SWEEPS,
+SWEEPD_SUPERVISE); the ones given reach the app through the same variables.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Annotated
+import os
+from typing import Annotated, Optional
 
 import typer
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+SERVICE_APP = "api.service:create_service_app"
 
 
 def is_loopback(host: str) -> bool:
@@ -21,17 +29,24 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind; only loopback unless reads need a token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    max_sweeps: Annotated[int, typer.Option(help="Sweeps run at once.")] = 1,
-    supervise: Annotated[bool, typer.Option("--supervise/--no-supervise", help="Run queued sweeps.")] = True,
+    host: Annotated[Optional[str], typer.Option(
+        help="Address to bind; only loopback unless reads need a token.",
+        show_default="SWEEPD_HOST, else 127.0.0.1")] = None,
+    port: Annotated[Optional[int], typer.Option(
+        help="Port to listen on.", show_default="SWEEPD_PORT, else 8080")] = None,
+    max_sweeps: Annotated[Optional[int], typer.Option(
+        help="Sweeps run at once.", show_default="SWEEPD_MAX_SWEEPS, else 1")] = None,
+    supervise: Annotated[Optional[bool], typer.Option(
+        "--supervise/--no-supervise", help="Run queued sweeps.", show_default="SWEEPD_SUPERVISE, else on")] = None,
 ) -> None:
     """Serve the REST API and dashboard, and run the queued sweeps."""
-    import uvicorn
-
     from sweepd.settings import get_settings
 
     settings = get_settings()
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
+    max_sweeps = settings.max_sweeps if max_sweeps is None else max_sweeps
+    supervise = settings.supervise if supervise is None else supervise
     if not is_loopback(host) and settings.public_read:
         typer.echo(f"refusing to bind {host}: SWEEPD_PUBLIC_READ=1 turns authentication off for reads; "
                    "bind 127.0.0.1, or unset SWEEPD_PUBLIC_READ", err=True)
@@ -39,32 +54,24 @@ def serve(
     if max_sweeps < 1:
         typer.echo(f"--max-sweeps must be at least 1, got {max_sweeps}", err=True)
         raise typer.Exit(2)
+    if not 0 <= port <= 65535:
+        typer.echo(f"--port must be 0..65535, got {port}", err=True)
+        raise typer.Exit(2)
 
-    from api.app import create_app
-    from api.dashboard import router as dashboard_router
-    from api.dashboard.router import missing_vendor_files
-    from sweepd.store.db import make_engine
+    import uvicorn
+
     from sweepd.store.migrate import upgrade
-    from sweepd.service.supervisor import Supervisor
+
+    # the app reads its settings afresh when uvicorn builds it (api/service.py)
+    os.environ["SWEEPD_MAX_SWEEPS"] = str(max_sweeps)
+    os.environ["SWEEPD_SUPERVISE"] = "1" if supervise else "0"
+    get_settings.cache_clear()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
-    supervisor = None
-    if supervise:
-        supervisor = Supervisor(make_engine(settings.resolved_database_url), max_sweeps=max_sweeps,
-                                log_dir=settings.home / "logs")
-        supervisor.start()
-    app = create_app(settings, extra_routers=[dashboard_router])
     typer.echo(f"sweepd serving on http://{host}:{port}/ (API under /api/v1, data in {settings.home})", err=True)
-    if missing := missing_vendor_files():
-        typer.echo(f"warning: the dashboard's charts need {', '.join(missing)}, fetched at build time: "
-                   "run `make setup` (or `python3 scripts/fetch_vendor.py`); the API works without them", err=True)
-    try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-    finally:
-        if supervisor:
-            supervisor.stop()
+    uvicorn.run(SERVICE_APP, factory=True, host=host, port=port, log_level="warning")
 
 
 def register(app: typer.Typer) -> None:

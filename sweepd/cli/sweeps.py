@@ -46,6 +46,7 @@ def run(
         console.print(f"[red]{spec}: invalid spec[/red]\n{err}", markup=True, highlight=False)
         raise typer.Exit(2)
 
+    from sweepd.protocol import FINISHED_TRIAL_STATES, TRIAL_STATES, SweepState
     from sweepd.service.driver import run_local
 
     total = parsed.planned_trials
@@ -55,9 +56,8 @@ def run(
     task = progress.add_task(parsed.name, total=total, detail="")
 
     def on_progress(states: list[str]) -> None:
-        done = sum(s in ("completed", "stopped", "failed", "diverged") for s in states)
-        detail = " ".join(f"{k}={states.count(k)}" for k in ("running", "completed", "stopped", "failed", "diverged")
-                          if states.count(k))
+        done = sum(s in FINISHED_TRIAL_STATES for s in states)
+        detail = " ".join(f"{k}={states.count(k)}" for k in TRIAL_STATES if states.count(k))
         progress.update(task, completed=done, detail=detail)
         if not console.is_terminal:
             console.print(f"{parsed.name}: {done}/{total} trials finished ({detail})", highlight=False)
@@ -80,7 +80,7 @@ def run(
                   + f"; compute saved {ledger.get('fraction_saved', 0):.0%}", highlight=False)
     if not out:
         sys.stdout.write(text + "\n")
-    raise typer.Exit(0 if result["state"] == "succeeded" else 1)
+    raise typer.Exit(0 if result["state"] == SweepState.succeeded else 1)
 
 
 def register(app: typer.Typer) -> None:

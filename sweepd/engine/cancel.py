@@ -8,6 +8,7 @@ import time
 from ray.tune import Stopper
 
 from sweepd.engine.recorder import _StoreClient
+from sweepd.protocol import SweepState
 from sweepd.store import repo
 
 CHECK_EVERY_SECONDS = 1.0
@@ -34,7 +35,7 @@ class CancelStopper(Stopper, _StoreClient):
             try:
                 with self.session() as s:
                     sweep = repo.get_sweep(s, self.sweep_id)
-                    self._cancelled = sweep is not None and sweep.state == "cancelled"
+                    self._cancelled = sweep is not None and sweep.state == SweepState.cancelled
             except Exception:  # a busy database: look again next time
                 pass
         return self._cancelled

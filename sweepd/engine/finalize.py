@@ -7,15 +7,14 @@ import shutil
 from pathlib import Path
 
 from sweepd.engine.ledger import TrialCost, compute_ledger
+from sweepd.protocol import ACTIVE_SWEEP_STATES, FINISHED_TRIAL_STATES, SweepState, TrialState
 from sweepd.spec import SweepSpec
 from sweepd.store import repo
 from sweepd.store.models import Trial
-from sweepd.protocol import FINISHED_TRIAL_STATES
-
 
 
 def best_trial(trials: list[Trial], mode: str) -> Trial | None:
-    scored = [t for t in trials if t.state == "completed" and t.objective is not None]
+    scored = [t for t in trials if t.state == TrialState.completed and t.objective is not None]
     if not scored:
         return None
     return (min if mode == "min" else max)(scored, key=lambda t: (t.objective, t.number))
@@ -40,16 +39,16 @@ def finalize_sweep(session, spec: SweepSpec, sweep_id: str, *, models_root: Path
     if models_root is not None and best is not None:
         ledger["best_model_dir"] = _keep_only_best_model(models_root, (best.metrics_final or {}).get("model_dir"))
     repo.update_ledger(session, sweep_id, ledger, replace=True)
-    cancelled = repo.get_sweep(session, sweep_id).state == "cancelled"
+    cancelled = repo.get_sweep(session, sweep_id).state == SweepState.cancelled
     for t in (t for t in trials if t.state not in FINISHED_TRIAL_STATES):  # nothing is left RUNNING afterwards
-        repo.upsert_trial(session, sweep_id, t.number, state="failed",
+        repo.upsert_trial(session, sweep_id, t.number, state=TrialState.failed,
                           error="sweep cancelled" if cancelled else "sweep ended before the trial finished")
     if best is not None:
-        repo.set_sweep_state(session, sweep_id, "succeeded", only_from=["running", "queued"],
+        repo.set_sweep_state(session, sweep_id, SweepState.succeeded, only_from=ACTIVE_SWEEP_STATES,
                              message=f"best trial {best.number}: {spec.objective.metric}={best.objective:.4g}")
     else:
-        repo.set_sweep_state(session, sweep_id, "failed", error="no trial completed with an objective",
-                             only_from=["running", "queued"])
+        repo.set_sweep_state(session, sweep_id, SweepState.failed, error="no trial completed with an objective",
+                             only_from=ACTIVE_SWEEP_STATES)
     return result_document(session, sweep_id)
 
 

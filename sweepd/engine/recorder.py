@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import delete
 
-from sweepd.protocol import FINAL_MARKER, FINISHED_TRIAL_STATES, METRIC_KEYS, NUMBER_KEY
+from sweepd.protocol import FINAL_MARKER, FINISHED_TRIAL_STATES, METRIC_KEYS, NUMBER_KEY, TrialState
 from sweepd.store import repo
 from sweepd.store.db import make_engine, session_scope
 from sweepd.store.models import MetricPoint, utcnow
@@ -65,9 +65,13 @@ class DecisionWriter(_StoreClient):
 
 
 def _final_state(result: dict | None) -> str:
+    """A final result's status (completed, diverged, stopped; anything else: completed); no final
+    result at all: the trial was stopped."""
     if not result or result.get(FINAL_MARKER) is None:
-        return "stopped"
-    return {"completed": "completed", "diverged": "diverged", "stopped": "stopped"}.get(result[FINAL_MARKER], "completed")
+        return TrialState.stopped.value
+    ends = (TrialState.completed, TrialState.diverged, TrialState.stopped)
+    status = result[FINAL_MARKER]
+    return status if status in ends else TrialState.completed.value
 
 
 def _error_text(trial) -> str:
@@ -125,7 +129,7 @@ class StoreRecorder(Callback, _StoreClient):
                 # a resume re-suggested this number with other params: the old curve is not its own
                 s.execute(delete(MetricPoint).where(MetricPoint.trial_id == previous.id))
                 attempts = 1
-            repo.upsert_trial(s, self.sweep_id, number, config=config, state="running",
+            repo.upsert_trial(s, self.sweep_id, number, config=config, state=TrialState.running,
                               attempts=attempts, started_at=utcnow())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -142,12 +146,12 @@ class StoreRecorder(Callback, _StoreClient):
         result = trial.last_result or {}
         state = _final_state(result)
         fields = {"state": state, "finished_at": utcnow()}
-        if state != "stopped":
+        if state != TrialState.stopped:
             final = {k: v for k, v in result.items() if k not in ("config",) and not isinstance(v, dict)}
             fields.update(metrics_final=final, objective=result.get(self.objective_metric),
                           samples=int(result.get("samples") or 0), tokens=int(result.get("tokens") or 0),
                           seconds=float(result.get("seconds") or 0))
-            if state == "diverged":
+            if state == TrialState.diverged:
                 fields["reason"] = result.get("reason")
         with self.session() as s:
             previous = repo.get_trial_by_number(s, self.sweep_id, trial_number(trial))
@@ -158,7 +162,7 @@ class StoreRecorder(Callback, _StoreClient):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._flush()
         with self.session() as s:
-            repo.upsert_trial(s, self.sweep_id, trial_number(trial), state="failed",
+            repo.upsert_trial(s, self.sweep_id, trial_number(trial), state=TrialState.failed,
                               error=_error_text(trial), finished_at=utcnow())
 
     def on_trial_recover(self, iteration, trials, trial, **info):

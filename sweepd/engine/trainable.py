@@ -62,7 +62,7 @@ def _train_worker_loop(config: dict) -> None:
     import ray
     import torch.distributed as dist
 
-    spec = SweepSpec.from_stored(config["spec_json"])
+    spec = SweepSpec.from_stored(config["spec_doc"])
     nodes: list = [None] * dist.get_world_size()
     dist.all_gather_object(nodes, ray.util.get_node_ip_address())
     reporter = TrainReporter(",".join(nodes))
@@ -79,7 +79,7 @@ def run_multi_worker(spec, params: dict, output_dir: str | None) -> None:
     ctx = tune.get_context()
     trainer = TorchTrainer(
         _train_worker_loop,
-        train_loop_config={"spec_json": spec.model_dump_json(), "params": params, "output_dir": output_dir},
+        train_loop_config={"spec_doc": spec.to_stored(), "params": params, "output_dir": output_dir},
         scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": res.cpus_per_worker,
                                                            **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}),
@@ -112,9 +112,11 @@ def replay_if_finished(db_url: str, sweep_id: str, number: int) -> bool:
     return False
 
 
-def run_trial_in_tune(params: dict, *, spec_json: str, db_url: str, sweep_id: str,
+def run_trial_in_tune(params: dict, *, spec_doc: dict, db_url: str, sweep_id: str,
                       models_dir: str | None = None) -> None:
-    """The function Ray Tune runs for each trial; `params` are the sampled hyperparameters."""
+    """The function Ray Tune runs for each trial; `params` are the sampled hyperparameters.
+    ``spec_doc`` is the sweep's validated spec (``SweepSpec.to_stored()``): rebuilt here, not
+    judged again (this worker's paths, roots and cluster are not the ones it was checked for)."""
     import torch
 
     from sweepd.spec import SweepSpec
@@ -124,7 +126,7 @@ def run_trial_in_tune(params: dict, *, spec_json: str, db_url: str, sweep_id: st
     number = params.pop(NUMBER_KEY, None)
     if number is not None and replay_if_finished(db_url, sweep_id, int(number)):
         return
-    spec = SweepSpec.from_stored(spec_json)
+    spec = SweepSpec.from_stored(spec_doc)
     cpus = spec.resources.cpus_per_worker
     torch.set_num_threads(max(1, int(cpus)))
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")

@@ -51,13 +51,13 @@ def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path) -> tun
     searcher = SweepOptunaSearch(
         sampler=make_sampler(spec.search.algorithm, spec.search.seed, grid),
         storage=optuna_storage(db_url), study_name=f"sweepd-{sweep_id}",
-        metric=metric, mode=mode, intermediate_key="loss", time_attr=spec.pruner.time_attr,
+        metric=metric, mode=mode, intermediate_key="loss", time_attr=spec.pruner_time_attr,
     )
     scheduler = EarlySignalScheduler(spec.pruner_config(), metric=metric, mode=mode,
                                      on_decision=DecisionWriter(db_url, sweep_id),
                                      state_path=experiment_dir(home, sweep_id) / "pruner_state.json",
                                      trial_key=trial_key)
-    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials_to_run(),
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.planned_trials,
                            max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True)
 
 
@@ -68,7 +68,7 @@ def models_dir(home: Path, sweep_id: str) -> Path:
 def _trainable(spec: SweepSpec, home: Path, sweep_id: str, db_url: str):
     res = spec.resources
     save_to = str(models_dir(home, sweep_id)) if spec.save_best_model else None
-    fn = tune.with_parameters(run_trial_in_tune, spec_json=spec.model_dump_json(), db_url=db_url,
+    fn = tune.with_parameters(run_trial_in_tune, spec_doc=spec.to_stored(), db_url=db_url,
                               sweep_id=sweep_id, models_dir=save_to)
     if res.workers_per_trial > 1:
         # The Tune trial only drives Ray Train, whose workers hold the CPUs and GPUs; Ray refuses an

@@ -19,6 +19,7 @@ A report that crosses several rungs at once is judged at each, in order, until o
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from sweepd.pruners.base import ordinal
 from sweepd.pruners.rungs import RungPruner, Verdict, _positive
@@ -28,27 +29,12 @@ class ASHAPruner(RungPruner):
     name = "asha"
     _rung_keys = ("grace", "reduction_factor", "time_attr", "max_t")
 
-    def __init__(
-        self,
-        signal: str = "grad_norm",
-        grace: float = 1024,
-        reduction_factor: float = 3,
-        time_attr: str = "samples",
-        max_t: float | None = None,
-        window: int = 5,
-        smooth: str = "median",
-        metric: str = "eval_loss",
-        mode: str = "min",
-        min_completed: int = 4,
-    ):
+    def __init__(self, *, reduction_factor: float = 3, **options: Any):
         _positive("reduction_factor", reduction_factor)
         if reduction_factor <= 1:
             raise ValueError(f"reduction_factor must be greater than 1, got {reduction_factor!r}")
         self.reduction_factor = reduction_factor
-        super().__init__(
-            signal=signal, grace=grace, time_attr=time_attr, max_t=max_t, window=window,
-            smooth=smooth, metric=metric, mode=mode, min_completed=min_completed,
-        )  # fmt: skip
+        super().__init__(**options)
 
     def rung_time(self, index: int) -> float:
         return self.grace * self.reduction_factor**index

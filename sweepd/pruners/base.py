@@ -7,9 +7,11 @@ without Ray.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from sweepd import formatting
+from sweepd.formatting import finite, json_safe  # finite: pruners import it from here
 
 Action = Literal["continue", "stop"]
 
@@ -47,7 +49,7 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite floats become None)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 class Pruner:
@@ -91,26 +93,10 @@ class Pruner:
 # ---- small shared helpers -------------------------------------------------------------------
 
 
-def finite(value: Any) -> float | None:
-    """``value`` as a float, or None when it is missing, non-numeric, NaN or infinite."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def fmt_num(value: float | None) -> str:
-    """1.8412 -> '1.84', 2048 -> '2,048', 1234.5 -> '1,234' (thousands separators)."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
+    """A number in a decision's sentence: 1.8412 -> '1.84', 2048 -> '2,048', 1234.5 -> '1,234';
+    missing or non-finite -> 'n/a'."""
+    return formatting.fmt_num(finite(value), digits=3, missing="n/a")
 
 
 def ordinal(n: int) -> str:
@@ -118,13 +104,3 @@ def ordinal(n: int) -> str:
         return f"{n}th"
     suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj

@@ -7,6 +7,7 @@ continues.
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 from sweepd.pruners.base import fmt_num
 from sweepd.pruners.rungs import RungPruner, Verdict, _int_at_least, _positive
@@ -16,28 +17,12 @@ class MedianPruner(RungPruner):
     name = "median"
     _rung_keys = ("grace", "interval", "time_attr", "max_t")
 
-    def __init__(
-        self,
-        signal: str = "grad_norm",
-        grace: float = 1024,
-        interval: float | None = None,
-        min_samples: int = 3,
-        time_attr: str = "samples",
-        max_t: float | None = None,
-        window: int = 5,
-        smooth: str = "median",
-        metric: str = "eval_loss",
-        mode: str = "min",
-        min_completed: int = 4,
-    ):
-        interval = grace if interval is None else interval
+    def __init__(self, *, interval: float | None = None, min_samples: int = 3, **options: Any):
+        super().__init__(**options)
+        interval = self.grace if interval is None else interval  # None: every `grace`
         _positive("interval", interval)
         _int_at_least("min_samples", min_samples, 1)
         self.interval, self.min_samples = interval, min_samples
-        super().__init__(
-            signal=signal, grace=grace, time_attr=time_attr, max_t=max_t, window=window,
-            smooth=smooth, metric=metric, mode=mode, min_completed=min_completed,
-        )  # fmt: skip
 
     def rung_time(self, index: int) -> float:
         return self.grace + self.interval * index

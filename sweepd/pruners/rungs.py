@@ -33,18 +33,21 @@ class RungPruner(Pruner):
     # config keys that fix where the rungs are: a saved state only loads into the same rungs
     _rung_keys: tuple[str, ...] = ("grace", "time_attr", "max_t")
 
+    # Every option's default is written here once; subclasses add their own options in front
+    # and pass the rest through (see ``defaults()``). ``loss`` is the signal that measured best
+    # on every bank (README, "Choosing the default pruner"), so it is the default.
     def __init__(
         self,
         *,
-        signal: str,
-        grace: float,
-        time_attr: str,
-        max_t: float | None,
-        window: int,
-        smooth: str,
-        metric: str,
-        mode: str,
-        min_completed: int,
+        signal: str = "loss",
+        grace: float = 1024,
+        time_attr: str = "samples",
+        max_t: float | None = None,
+        window: int = 5,
+        smooth: str = "median",
+        metric: str = "eval_loss",
+        mode: str = "min",
+        min_completed: int = 4,
     ):
         _choice("signal", signal, SIGNALS)
         _positive("grace", grace)

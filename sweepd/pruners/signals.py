@@ -64,8 +64,7 @@ class TrialWindow:
         out: dict[str, float | None] = {}
         for feature, window in self.values.items():
             if window:
-                agg = statistics.median if self.smooth == "median" else statistics.fmean
-                out[feature] = finite(agg(window))
+                out[feature] = finite(smoothed(window, self.smooth))
             else:
                 out[feature] = None
         out[OBJECTIVE] = finite(self.objective)
@@ -84,6 +83,11 @@ class TrialWindow:
             self.values[feature].extend(math.inf if v is None else v for v in values)
         seen, value = state["objective_seen"], state["objective"]
         self.objective = (math.inf if value is None else value) if seen else None
+
+
+def smoothed(values: Any, how: str) -> float:
+    """The window's value as a pruner sees it: its median or its mean (``how``, in SMOOTHERS)."""
+    return statistics.median(values) if how == "median" else statistics.fmean(values)
 
 
 def _inf_if_bad(value: Any) -> float:

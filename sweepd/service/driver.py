@@ -1,28 +1,33 @@
 """The sweep driver: the one process that drives one sweep to its end.
 
-`sweepd run SPEC` (no server) drives in the CLI's own process; the service's supervisor starts
-`python -m sweepd.service.driver SWEEP_ID` per stored sweep. Both come through `drive`.
+Two ways in, one way through:
+- `main`: the service's supervisor starts `python -m sweepd.service.driver SWEEP_ID` per stored
+  sweep; it dies with the service, and the next service start resumes the sweep.
+- `run_local`: `sweepd run SPEC` (no server) drives in the CLI's own process. Running the same spec
+  again after the driver died resumes that sweep (same name, same spec, its driver gone): finished
+  trials are not rerun. `--new` starts a fresh one.
+Both go through `drive`, which runs the sweep under Ray Tune (engine/tuner.py) and finalizes it.
 
-Running the same spec again with `sweepd run` after the driver died resumes that sweep (same name,
-same spec, its controller gone): finished trials are not rerun. `--new` starts a fresh one.
+A driver names itself "pid@host" (`driver_name`); that is what the sweep's `controller` column holds
+(the column and the API field keep their old name), and what `driver_alive` checks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import sys
 import socket
+import sys
 import threading
 from pathlib import Path
 
 from sqlalchemy import select
 
-from sweepd.engine.tuner import models_dir, run_sweep
 from sweepd.engine.finalize import finalize_sweep
 from sweepd.engine.search import close_orphaned_trials
+from sweepd.engine.tuner import models_dir, run_sweep
+from sweepd.protocol import ACTIVE_SWEEP_STATES, SweepState
 from sweepd.settings import get_settings
 from sweepd.spec import SweepSpec
 from sweepd.store import repo
@@ -31,38 +36,94 @@ from sweepd.store.migrate import upgrade
 from sweepd.store.models import Sweep
 
 HEARTBEAT_SECONDS = 2.0
+log = logging.getLogger("sweepd.service.driver")
 
 
-def controller_name(pid: int | None = None) -> str:
-    return f"{pid or os.getpid()}@{socket.gethostname()}"
-
-
-def controller_alive(controller: str | None) -> bool:
-    """A local controller "pid@host" is alive when that pid still runs here (not a zombie)."""
-    if not controller or "@" not in controller:
-        return False
-    pid, host = controller.split("@", 1)
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+def main(argv: list[str]) -> int:
+    """`python -m sweepd.service.driver SWEEP_ID`: drive the stored sweep; 0 when it ended normally."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
+    # SIGTERM (the service stopping) exits through Python, so Ray's atexit shutdown takes its
+    # agent processes down too; the sweep stays RUNNING and the next service start resumes it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if len(argv) != 1:
+        print("usage: python -m sweepd.service.driver SWEEP_ID", file=sys.stderr)
+        return 2
+    sweep_id = argv[0]
+    db_url = get_settings().resolved_database_url
+    engine = make_engine(db_url)
+    with session_scope(engine) as s:
+        sweep = repo.get_sweep(s, sweep_id)
+        if sweep is None:
+            print(f"no sweep {sweep_id!r}", file=sys.stderr)
+            return 2
+        if sweep.state not in ACTIVE_SWEEP_STATES:
+            print(f"sweep {sweep_id} is {sweep.state}; nothing to do", file=sys.stderr)
+            return 0
+        spec = SweepSpec.from_stored(sweep.spec)
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped by its parent) is dead too
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
+        result = drive(engine, db_url, sweep_id, spec)
+    except Exception as err:  # the sweep failed as a whole: record why, for people and the API
+        log.exception("sweep %s failed", sweep_id)
+        with session_scope(engine) as s:
+            repo.set_sweep_state(s, sweep_id, SweepState.failed, error=f"driver error: {err}",
+                                 only_from=ACTIVE_SWEEP_STATES)
+        return 1
+    log.info("sweep %s finished: %s", sweep_id, result["state"])
+    return 0
+
+
+def drive(engine, db_url: str, sweep_id: str, spec: SweepSpec, *, on_progress=None) -> dict:
+    """Run or resume the sweep until its trials are done (or it is cancelled); finalize it and
+    return the result document. ``on_progress`` gets the trials' states at every heartbeat."""
+    settings = get_settings()
+    home = Path(settings.home)
+    with session_scope(engine) as s:
+        repo.set_sweep_state(s, sweep_id, SweepState.running, only_from=ACTIVE_SWEEP_STATES)
+        repo.heartbeat(s, sweep_id, controller=driver_name())
+    beat = Heartbeat(engine, sweep_id, on_progress)
+    beat.start()
+    try:
+        run_sweep(spec, sweep_id=sweep_id, db_url=db_url, home=home, ray_address=settings.ray_address)
+    finally:
+        beat.stop()
+    close_orphaned_trials(db_url, f"sweepd-{sweep_id}")
+    with session_scope(engine) as s:
+        return finalize_sweep(s, spec, sweep_id,
+                              models_root=models_dir(home, sweep_id) if spec.save_best_model else None)
+
+
+def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=None) -> dict:
+    """`sweepd run`: create (or find the unfinished) sweep for this spec and drive it here.
+    ``on_start(sweep_id, resumed)`` is called once the sweep is known."""
+    settings = get_settings()
+    db_url = settings.resolved_database_url
+    Path(settings.home).mkdir(parents=True, exist_ok=True)
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    doc = spec.to_stored()
+    with session_scope(engine) as s:
+        sweep = None if new else find_resumable(s, doc)
+        resumed = sweep is not None
+        if sweep is None:
+            sweep = repo.create_sweep(s, name=spec.name, spec=doc)
+        repo.heartbeat(s, sweep.id, controller=driver_name())
+        sweep_id = sweep.id
+    if on_start:
+        on_start(sweep_id, resumed)
+    return drive(engine, db_url, sweep_id, spec, on_progress=on_progress)
+
+
+# ---- helpers --------------------------------------------------------------------------------
 
 
 def find_resumable(session, spec_doc: dict) -> Sweep | None:
+    """The newest unfinished sweep with this very spec whose driver is gone, if any."""
     candidates = session.scalars(
-        select(Sweep).where(Sweep.name == spec_doc["name"], Sweep.state.in_(["queued", "running"]))
+        select(Sweep).where(Sweep.name == spec_doc["name"], Sweep.state.in_(ACTIVE_SWEEP_STATES))
         .order_by(Sweep.created_at.desc())
     ).all()
     for sweep in candidates:
-        if sweep.spec == spec_doc and not controller_alive(sweep.controller):
+        if sweep.spec == spec_doc and not driver_alive(sweep.controller):
             return sweep
     return None
 
@@ -79,7 +140,7 @@ class Heartbeat(threading.Thread):
         while not self._stop_event.wait(HEARTBEAT_SECONDS):
             try:
                 with session_scope(self.engine) as s:
-                    repo.heartbeat(s, self.sweep_id, controller=controller_name())
+                    repo.heartbeat(s, self.sweep_id, controller=driver_name())
                     if self.on_progress:
                         self.on_progress([t.state for t in repo.list_trials(s, self.sweep_id)])
             except Exception:  # a busy database must not kill the sweep; the next beat retries
@@ -89,75 +150,34 @@ class Heartbeat(threading.Thread):
         self._stop_event.set()
 
 
-def drive(engine, db_url: str, sweep_id: str, spec: SweepSpec, *, on_progress=None) -> dict:
-    """Run or resume the sweep until its trials are done (or it is cancelled); finalize it."""
-    settings = get_settings()
-    home = Path(settings.home)
-    with session_scope(engine) as s:
-        repo.set_sweep_state(s, sweep_id, "running", only_from=["queued", "running"])
-        repo.heartbeat(s, sweep_id, controller=controller_name())
-    beat = Heartbeat(engine, sweep_id, on_progress)
-    beat.start()
+def driver_name(pid: int | None = None) -> str:
+    """"pid@host" of a driver process (default: this one), as stored in `Sweep.controller`."""
+    return f"{pid or os.getpid()}@{socket.gethostname()}"
+
+
+def driver_host(name: str | None) -> str | None:
+    """The host part of a driver's "pid@host" name (None when there is none)."""
+    return name.split("@", 1)[1] if name and "@" in name else None
+
+
+def driver_alive(name: str | None) -> bool:
+    """A driver "pid@host" on this host is alive when that pid still runs (and is not a zombie).
+    A driver on another host is never known alive here: its heartbeat tells."""
+    if driver_host(name) != socket.gethostname():
+        return False
+    pid = name.split("@", 1)[0]
+    if not pid.isdigit():
+        return False
     try:
-        run_sweep(spec, sweep_id=sweep_id, db_url=db_url, home=home, ray_address=settings.ray_address)
-    finally:
-        beat.stop()
-    close_orphaned_trials(db_url, f"sweepd-{sweep_id}")
-    with session_scope(engine) as s:
-        return finalize_sweep(s, spec, sweep_id,
-                              models_root=models_dir(home, sweep_id) if spec.save_best_model else None)
-
-
-def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=None) -> dict:
-    """`sweepd run`: create (or find the unfinished) sweep for this spec and drive it."""
-    settings = get_settings()
-    db_url = settings.resolved_database_url
-    Path(settings.home).mkdir(parents=True, exist_ok=True)
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    doc = json.loads(spec.model_dump_json())
-    with session_scope(engine) as s:
-        sweep = None if new else find_resumable(s, doc)
-        resumed = sweep is not None
-        if sweep is None:
-            sweep = repo.create_sweep(s, name=spec.name, spec=doc)
-        repo.heartbeat(s, sweep.id, controller=controller_name())
-        sweep_id = sweep.id
-    if on_start:
-        on_start(sweep_id, resumed)
-    return drive(engine, db_url, sweep_id, spec, on_progress=on_progress)
-
-
-def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
-    # SIGTERM (the service stopping) exits through Python, so Ray's atexit shutdown takes its
-    # agent processes down too; the sweep stays RUNNING and the next service start resumes it.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if len(argv) != 1:
-        print("usage: python -m sweepd.service.driver SWEEP_ID", file=sys.stderr)
-        return 2
-    sweep_id = argv[0]
-    db_url = get_settings().resolved_database_url
-    engine = make_engine(db_url)
-    with session_scope(engine) as s:
-        sweep = repo.get_sweep(s, sweep_id)
-        if sweep is None:
-            print(f"no sweep {sweep_id!r}", file=sys.stderr)
-            return 2
-        if sweep.state not in ("queued", "running"):
-            print(f"sweep {sweep_id} is {sweep.state}; nothing to do", file=sys.stderr)
-            return 0
-        spec = SweepSpec.from_stored(sweep.spec)
-    try:
-        result = drive(engine, db_url, sweep_id, spec)
-    except Exception as err:  # the sweep failed as a whole: record why, for people and the API
-        logging.exception("sweep %s failed", sweep_id)
-        with session_scope(engine) as s:
-            repo.set_sweep_state(s, sweep_id, "failed", error=f"controller error: {err}",
-                                 only_from=["queued", "running"])
-        return 1
-    logging.info("sweep %s finished: %s", sweep_id, result["state"])
-    return 0
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) is dead too
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 if __name__ == "__main__":

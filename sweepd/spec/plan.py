@@ -22,7 +22,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sweepd.formatting import flatten
 from sweepd.spec import Capacity, SpecError, SweepSpec, load_spec
+from sweepd.spec.budget import tidy
 
 SAMPLE_LINES = 500
 
@@ -100,18 +102,19 @@ def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES) -> dict[
     mbs = mbs_values[0] if mbs_values else res.micro_batch_size
     token_budget = DEFAULT_MICRO_BATCH_TOKENS if mbt in (None, "auto") else int(mbt)
 
-    # rungs
-    pcfg = spec.pruner_config()
+    # rungs, where the pruner class puts them (every option resolved by the class)
     pruner_info: dict[str, Any] = {"type": spec.pruner.type}
     rungs: list[float] = []
+    unit = spec.pruner_time_attr
     if spec.pruner.type != "none":
-        max_t = pcfg["max_t"]
-        pruner = make_pruner(pcfg)
-        rungs = pruner.rung_times() if max_t is not None else pruner.rung_times(upto=pcfg["grace"] * 100)
+        pruner = make_pruner(spec.pruner_config())
+        resolved = pruner.config()
+        max_t = resolved["max_t"]
+        rungs = pruner.rung_times() if max_t is not None else pruner.rung_times(upto=pruner.grace * 100)
         pruner_info.update({
-            "signal": pcfg["signal"], "time_attr": pcfg["time_attr"], "grace": pcfg["grace"],
-            "reduction_factor": pcfg.get("reduction_factor"), "interval": pcfg.get("interval"),
-            "max_t": max_t, "rungs": [_tidy(r) for r in rungs], "description": pruner.describe(),
+            "signal": resolved["signal"], "time_attr": resolved["time_attr"], "grace": tidy(resolved["grace"]),
+            "reduction_factor": resolved.get("reduction_factor"), "interval": resolved.get("interval"),
+            "max_t": max_t, "rungs": [tidy(r) for r in rungs], "description": pruner.describe(),
         })  # fmt: skip
 
     batches = []
@@ -138,7 +141,6 @@ def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES) -> dict[
             "tokens_per_trial": None if samples is None or mean is None else int(samples * mean),
         }
         if rungs:
-            unit = spec.pruner.time_attr
             row["rung_steps"] = [math.ceil(r / b) if unit == "samples" else int(math.ceil(r)) for r in rungs]
         batches.append(row)
 
@@ -158,13 +160,13 @@ def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES) -> dict[
         "space": [
             {"key": k, "path": p, "kind": d.kind, "domain": d.describe()} for k, (p, d) in spec.domains.items()
         ],
-        "fixed": _flat(spec.fixed),
+        "fixed": flatten(spec.fixed),
         "budget": spec.budget.model_dump(exclude_none=True),
         "objective": {"metric": spec.objective.metric, "mode": spec.objective.mode},
         "resources": {
             "workers_per_trial": workers,
-            "cpus_per_trial": _tidy(workers * res.cpus_per_worker),
-            "gpus_per_trial": _tidy(workers * res.gpus_per_worker),
+            "cpus_per_trial": tidy(workers * res.cpus_per_worker),
+            "gpus_per_trial": tidy(workers * res.gpus_per_worker),
             "zero_stage": res.zero_stage,
             "max_failures": res.max_failures,
         },
@@ -183,21 +185,6 @@ def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES) -> dict[
             "max_tokens": None if max_samples is None or mean is None else int(max_samples * mean),
         },
     }
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _tidy(value: float) -> float:
-    return int(value) if float(value).is_integer() else value
 
 
 def _n(value: Any) -> str:

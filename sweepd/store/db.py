@@ -9,15 +9,17 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Insert, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from sweepd.formatting import json_safe
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -39,19 +41,10 @@ def normalize_url(url: str | URL) -> URL:
     return u
 
 
-def _finite(obj: Any) -> Any:
-    """NaN and infinities become null: PostgreSQL's JSON rejects them and SQLite can't keep them."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def json_dumps(obj: Any) -> str:
-    return json.dumps(_finite(obj), default=str, allow_nan=False)
+    """JSON for the store: NaN and infinities become null (PostgreSQL's JSON rejects them and
+    SQLite can't keep them)."""
+    return json.dumps(json_safe(obj), default=str, allow_nan=False)
 
 
 def _sqlite_file(u: URL) -> Path | None:
@@ -111,3 +104,14 @@ def session_scope(bind: Engine | sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def insert_or_ignore(session: Session, table: Any) -> Insert:
+    """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL): the repository's
+    idempotent writes add ``.on_conflict_do_nothing(...)`` or ``.on_conflict_do_update(...)``."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"the store supports SQLite and PostgreSQL, not {name}")

@@ -112,7 +112,7 @@ class Sweep(Base):
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     heartbeat_at: Mapped[datetime | None]
-    # Who runs it: "pid@host" for a local controller, or a Ray job id.
+    # Who drives it: the sweep driver's "pid@host" (the column keeps its first name).
     controller: Mapped[str | None] = mapped_column(String(200))
     # No foreign key (it would make a cycle with trials); the repository keeps it consistent.
     best_trial_id: Mapped[str | None] = mapped_column(String(64))

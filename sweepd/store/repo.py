@@ -11,25 +11,20 @@ table rebuild on SQLite).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import math
-import secrets
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Insert, and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
+from sweepd.store.db import insert_or_ignore
 from sweepd.store.models import (
-    ApiToken,
     Event,
     EventKind,
-    MetricPoint,
     Sweep,
     SweepState,
     Trial,
@@ -39,9 +34,6 @@ from sweepd.store.models import (
 
 T = TypeVar("T")
 
-METRIC_BATCH_SIZE = 500
-TOKEN_PREFIX = "swd_"
-TOKEN_TOUCH_EVERY = timedelta(minutes=1)
 
 
 class NotFound(LookupError):
@@ -69,30 +61,17 @@ def trial_id_for(sweep_id: str, number: int) -> str:
     return f"{sweep_id}-{number:04d}"
 
 
-def _sweep_state(state: str | SweepState) -> str:
+def _state(kind: type[SweepState] | type[TrialState], state: str | SweepState | TrialState) -> str:
     try:
-        return SweepState(state).value
+        return kind(state).value
     except ValueError:
-        allowed = ", ".join(s.value for s in SweepState)
-        raise ValueError(f"unknown sweep state {state!r} (expected one of: {allowed})") from None
+        allowed = ", ".join(s.value for s in kind)
+        noun = kind.__name__.removesuffix("State").lower()
+        raise ValueError(f"unknown {noun} state {state!r} (expected one of: {allowed})") from None
 
 
-def _trial_state(state: str | TrialState) -> str:
-    try:
-        return TrialState(state).value
-    except ValueError:
-        allowed = ", ".join(s.value for s in TrialState)
-        raise ValueError(f"unknown trial state {state!r} (expected one of: {allowed})") from None
-
-
-def _insert(session: Session, table: Any) -> Insert:
-    """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL)."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"the store supports SQLite and PostgreSQL, not {name}")
+_sweep_state = partial(_state, SweepState)
+_trial_state = partial(_state, TrialState)
 
 
 def _require_sweep(session: Session, sweep_id: str) -> Sweep:
@@ -171,7 +150,7 @@ def set_sweep_state(
 
     ``running`` sets ``started_at`` (first time only); a terminal state sets ``finished_at``.
     ``only_from``: change only if the sweep is currently in one of these states (an atomic
-    compare-and-set, e.g. so a finishing controller does not overwrite ``cancelled``); returns
+    compare-and-set, e.g. so a finishing driver does not overwrite ``cancelled``); returns
     None when the sweep was not in one of them.
     """
     new = SweepState(_sweep_state(state))
@@ -208,7 +187,7 @@ def set_sweep_state(
 
 
 def heartbeat(session: Session, sweep_id: str, *, controller: str | None = None) -> datetime:
-    """Record that the sweep's controller is alive (and who it is)."""
+    """Record that the sweep's driver is alive (and who it is: ``controller``, its "pid@host")."""
     now = utcnow()
     values: dict[str, Any] = {"heartbeat_at": now}
     if controller is not None:
@@ -218,19 +197,22 @@ def heartbeat(session: Session, sweep_id: str, *, controller: str | None = None)
     return now
 
 
-def stale_sweeps(session: Session, *, older_than: timedelta) -> list[Sweep]:
-    """Running sweeps whose controller has not sent a heartbeat for ``older_than``."""
+def stale_sweeps(session: Session, *, older_than: timedelta, host: str | None = None) -> list[Sweep]:
+    """Running sweeps, oldest first, whose driver may be gone: no heartbeat for ``older_than``
+    (none since it started), or, with ``host``, a driver on that host whatever its heartbeat
+    (`Sweep.controller` holds the driver's "pid@host": a caller on that host can tell at once
+    whether the pid still runs, see sweepd.service.driver.driver_alive)."""
     cutoff = utcnow() - older_than
+    maybe_gone = [
+        Sweep.heartbeat_at < cutoff,
+        and_(Sweep.heartbeat_at.is_(None), Sweep.started_at < cutoff),
+    ]
+    if host is not None:
+        maybe_gone.append(Sweep.controller.endswith(f"@{host}", autoescape=True))
     return list(
         session.scalars(
             select(Sweep)
-            .where(
-                Sweep.state == SweepState.running.value,
-                or_(
-                    Sweep.heartbeat_at < cutoff,
-                    and_(Sweep.heartbeat_at.is_(None), Sweep.started_at < cutoff),
-                ),
-            )
+            .where(Sweep.state == SweepState.running.value, or_(*maybe_gone))
             .order_by(Sweep.created_at)
         ).all()
     )
@@ -293,7 +275,7 @@ def upsert_trial(session: Session, sweep_id: str, number: int, **fields: Any) ->
         "seconds": 0.0,
     }
     session.execute(
-        _insert(session, Trial).values(**base).on_conflict_do_nothing(
+        insert_or_ignore(session, Trial).values(**base).on_conflict_do_nothing(
             index_elements=["sweep_id", "number"]
         )
     )
@@ -343,97 +325,6 @@ def count_trials(session: Session, sweep_id: str | None = None, *, state: str | 
     if state is not None:
         stmt = stmt.where(Trial.state == _trial_state(state))
     return session.scalar(stmt) or 0
-
-
-# ----------------------------------------------------------------------------- metric points
-
-
-def _point_row(trial_id: str, point: Mapping[str, Any] | MetricPoint) -> dict[str, Any]:
-    if isinstance(point, MetricPoint):
-        point = point.to_dict()
-    if "step" not in point:
-        raise ValueError(f"metric point without a step: {dict(point)!r}")
-    row: dict[str, Any] = {"trial_id": trial_id, "step": int(point["step"])}
-    for f in MetricPoint.FIELDS[1:]:
-        v = point.get(f)
-        if isinstance(v, float) and not math.isfinite(v):
-            v = None  # NaN/inf: stored as null on both backends
-        row[f] = v
-    extra = {k: v for k, v in point.items() if k not in MetricPoint.FIELDS and k != "trial_id"}
-    row["extra"] = extra or None
-    return row
-
-
-def add_metric_points(
-    session: Session,
-    trial_id: str,
-    points: Iterable[Mapping[str, Any] | MetricPoint],
-    *,
-    batch_size: int = METRIC_BATCH_SIZE,
-) -> int:
-    """Store a trial's per-step metrics, idempotently; returns how many rows were new.
-
-    Points are dicts like the trainer's JSONL lines (``step`` required; ``samples``,
-    ``tokens``, ``loss``, ``grad_norm``, ``lr``, ``seconds`` go to columns, any other key to
-    ``extra``). A step already stored is left as it is (INSERT ... ON CONFLICT DO NOTHING), so
-    writing the same points again after a resume neither fails nor duplicates.
-    Non-finite floats are stored as null.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rows = [_point_row(trial_id, p) for p in points]
-    stmt = (
-        _insert(session, MetricPoint)
-        .on_conflict_do_nothing(index_elements=["trial_id", "step"])
-        .execution_options(preserve_rowcount=True)  # INSERT rowcount is opt-in in SA 2.1
-    )
-    # One statement, executemany over the rows, through the Core connection: ~10x faster than a
-    # multi-row VALUES per batch (SQLAlchemy recompiles that for every batch length), and the
-    # drivers (sqlite3, psycopg 3) sum the rowcount over the rows, so the count stays exact.
-    connection = session.connection()
-    inserted = 0
-    for i in range(0, len(rows), batch_size):
-        inserted += max(connection.execute(stmt, rows[i : i + batch_size]).rowcount, 0)
-    return inserted
-
-
-def count_metric_points(session: Session, trial_id: str) -> int:
-    return session.scalar(
-        select(func.count()).select_from(MetricPoint).where(MetricPoint.trial_id == trial_id)
-    ) or 0
-
-
-def read_metrics(
-    session: Session, trial_id: str, *, max_points: int | None = None
-) -> list[MetricPoint]:
-    """A trial's metric points in step order, downsampled in the database to ``max_points``.
-
-    Downsampling keeps the first and the last point and evenly spaced points between them:
-    exactly ``max_points`` points when there are more (``max_points=1``: the last one).
-    """
-    base = select(MetricPoint).where(MetricPoint.trial_id == trial_id)
-    if max_points is None:
-        return list(session.scalars(base.order_by(MetricPoint.step)).all())
-    if max_points < 1:
-        raise ValueError(f"max_points must be >= 1, got {max_points}")
-    n = count_metric_points(session, trial_id)
-    if n <= max_points:
-        return list(session.scalars(base.order_by(MetricPoint.step)).all())
-    if max_points == 1:
-        return list(session.scalars(base.order_by(MetricPoint.step.desc()).limit(1)).all())
-    # Row k (0-based, in step order) is kept when it is the first row of a new bucket
-    # floor(k * (m-1) / (n-1)): exactly m rows, evenly spread, first and last included.
-    m1, n1 = max_points - 1, n - 1
-    rn = func.row_number().over(order_by=MetricPoint.step).label("rn")
-    numbered = select(MetricPoint, rn).where(MetricPoint.trial_id == trial_id).subquery()
-    mp = aliased(MetricPoint, numbered)
-    k = numbered.c.rn - 1
-    stmt = (
-        select(mp)
-        .where(or_(k == 0, (k * m1) // n1 > ((k - 1) * m1) // n1))
-        .order_by(numbered.c.step)
-    )
-    return list(session.scalars(stmt).all())
 
 
 # ------------------------------------------------------------------------------------ events
@@ -487,62 +378,21 @@ def list_events(
     return list(session.scalars(stmt).all())
 
 
-# ------------------------------------------------------------------------------------ tokens
+# ---- metric points and tokens live in their own modules; the repository is their one door ----
 
-
-def hash_token(plaintext: str) -> str:
-    """sha256 hex of a token: the only form a token is stored in."""
-    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
-
-
-def create_token(session: Session, name: str) -> tuple[ApiToken, str]:
-    """A new API token named ``name``; returns (row, plaintext). The plaintext is not stored
-    anywhere: show it once. Raises ValueError if the name is taken."""
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise ValueError(f"token name must be 1..100 characters, got {name!r}")
-    if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
-        raise ValueError(f"a token named {name!r} already exists")
-    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(name=name, token_hash=hash_token(plaintext), created_at=utcnow(), revoked=False)
-    session.add(token)
-    session.flush()
-    return token, plaintext
-
-
-def touch_token(session: Session, token_id: int, *, every: timedelta = TOKEN_TOUCH_EVERY) -> bool:
-    """Set ``last_used_at`` now unless it was set within ``every``: one conditional UPDATE, meant
-    for a short session of its own so that readers never hold a write lock."""
-    now = utcnow()
-    stmt = (update(ApiToken).where(ApiToken.id == token_id,
-                                   or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - every))
-            .values(last_used_at=now))
-    return session.execute(stmt).rowcount > 0
-
-
-def verify_token(session: Session, plaintext: str, *, touch: bool = True) -> ApiToken | None:
-    """The live (not revoked) token with this plaintext, or None.
-
-    ``touch``: update ``last_used_at`` (when it is older than a minute); the caller commits.
-    """
-    if not plaintext:
-        return None
-    digest = hash_token(plaintext)
-    token = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).one_or_none()
-    if token is None or token.revoked or not hmac.compare_digest(token.token_hash, digest):
-        return None
-    now = utcnow()
-    if touch and (token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_EVERY):
-        token.last_used_at = now  # at most once a minute: reads stay reads on a busy server
-        session.flush()
-    return token
-
-
-def revoke_token(session: Session, name: str) -> bool:
-    """Revoke the token named ``name``; False if there is none."""
-    result = session.execute(update(ApiToken).where(ApiToken.name == name).values(revoked=True))
-    return result.rowcount > 0
-
-
-def list_tokens(session: Session) -> list[ApiToken]:
-    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)).all())
+from sweepd.store.metric_points import (  # noqa: E402,F401
+    METRIC_BATCH_SIZE,
+    add_metric_points,
+    count_metric_points,
+    read_metrics,
+)
+from sweepd.store.tokens import (  # noqa: E402,F401
+    TOKEN_PREFIX,
+    TOKEN_TOUCH_EVERY,
+    create_token,
+    hash_token,
+    list_tokens,
+    revoke_token,
+    touch_token,
+    verify_token,
+)

@@ -3,7 +3,6 @@ sweeps, trials, metric points and events straight into the store (no training)."
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ def start(data_root: Path) -> Iterator[Api]:
 def make_sweep(sessions: sessionmaker[Session], data: Path, *, state: str = "queued", **spec_changes: Any) -> str:
     spec = parse_spec(spec_dict(data, **spec_changes), data_roots=[data], capacity=Capacity.unlimited())
     with session_scope(sessions) as s:
-        sweep = repo.create_sweep(s, name=spec.name, spec=json.loads(spec.model_dump_json()))
+        sweep = repo.create_sweep(s, name=spec.name, spec=spec.to_stored())
         if state != "queued":
             if state != "running":
                 repo.set_sweep_state(s, sweep.id, "running")

@@ -8,6 +8,7 @@ import pytest
 
 from api.analysis import average_ranks, kept_indexes, spearman
 from sweepd.engine.finalize import result_document
+from sweepd.report import markdown_summary
 from sweepd.store import repo, session_scope
 from tests.api.factories import API, Api, Seeded, add_trial, curve, make_sweep
 
@@ -169,7 +170,9 @@ def test_report_json_is_the_result_document(api: Api, seeded: Seeded):
     assert r.json() == api.get(f"{API}/sweeps/{seeded.sweep_id}/report", params={"format": "json"}).json()
 
 
-def test_report_markdown(api: Api, seeded: Seeded):
+def test_report_markdown_is_the_summary_ci_gets(api: Api, seeded: Seeded):
+    """format=markdown serves sweepd.report's summary (what `sweepd submit --summary` writes for
+    CI) of this API's own JSON, linking to this server's dashboard."""
     sid = seeded.sweep_id
     for n, obj in [(5, 1.1), (6, 1.4), (7, 2.5)]:
         add_trial(api.sessions, sid, n, state="completed", objective=obj, config={"learning_rate": 1e-5, "x": "a|b"})
@@ -182,12 +185,16 @@ def test_report_markdown(api: Api, seeded: Seeded):
     r = api.get(f"{API}/sweeps/{sid}/report", params={"format": "markdown"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/markdown")
     md = r.text
-    for heading in ("# Sweep api-test", "## Best trial", "## Top 5 trials", "## Compute", "## Trials by state"):
-        assert heading in md
-    assert "Trial 5" in md and "**eval_loss = 1.1**" in md
-    top = md.split("## Top 5 trials")[1].split("## Compute")[0]
-    ranked = [int(line.split("|")[2]) for line in top.splitlines() if line.startswith("| ") and "rank" not in line]
+    sweep = api.get(f"{API}/sweeps/{sid}").json()
+    trials = api.get(f"{API}/sweeps/{sid}/trials").json()["items"]
+    assert md == markdown_summary(sweep, trials, dashboard_url="http://testserver/")  # one renderer
+    assert md.startswith("## ⏳ sweepd sweep `api-test` running")
+    assert f"(http://testserver/sweeps/{sid})" in md
+    assert "8 trials" in md and "(6 completed, 1 stopped, 1 running)" in md
+    assert "### Best: trial 5 — eval_loss = **1.1**" in md
+    assert "| learning_rate | 1e-05 |" in md and "| x | a\\|b |" in md  # table cells are escaped
+    top = md.split("### Top 5 trials")[1].split("###")[0]
+    ranked = [int(line.split("|")[2]) for line in top.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert ranked == [5, 1, 6, 0, 2]  # objectives 1.1, 1.2, 1.4, 1.5, 1.9 (lower is better)
-    assert "a\\|b" in md  # table cells are escaped
-    assert "| samples | 12,000 | 4,000 | 16,000 |" in md and "25.0%" in md
-    assert "| completed | 6 |" in md and "| stopped | 1 |" in md and "| total | 8 |" in md
+    assert "| used | 12,000 | 240,000 | 12.5 s |" in md and "| saved by stopping early | 4,000 | 80,000 |" in md
+    assert "**25.0%**" in md

@@ -27,6 +27,9 @@ from sweepd.spec import Capacity, parse_spec
 from sweepd.store import repo, session_scope
 from tests.api.factories import LINE, curve, spec_dict
 
+# A fuzzer: ~30 s of generated requests, so it runs in `make test`, not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 MAX_EXAMPLES = 25
 SWEEP_ID = "stseed000001"
 KNOWN = {"sweep_id": SWEEP_ID, "trial_id": f"{SWEEP_ID}-0000"}

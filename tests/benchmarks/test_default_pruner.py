@@ -1,7 +1,8 @@
 """The service's default pruner is the one the stored pruner benchmark picked (issue 7).
 
 `make bench-pruning` writes its pick to benchmarks/results/pruning.json (``choice.default``). A
-rerun that picks another pruner fails this test until ``PrunerSpec``'s defaults follow it.
+rerun that picks another pruner fails this test until the pruner defaults follow it: the default
+type in ``sweepd.pruners.factory`` and the default signal in the pruner classes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 
 from benchmarks.pruning.simulate import PRUNERS, SWEEPD_SIGNALS
+from sweepd.pruners import option_defaults
 from sweepd.spec import PrunerSpec
 
 RESULT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "pruning.json"
@@ -44,4 +46,5 @@ def test_asking_for_asha_without_a_signal_gets_the_best_asha_signal_measured():
     rows = stored_choice()["rows"]
     asha_signals = {AS_SPEC[name]["signal"]: rows[name]["regret_at_30pct"]
                     for name in rows if AS_SPEC.get(name, {}).get("type") == "asha"}
-    assert PrunerSpec(type="asha").signal == min(asha_signals, key=asha_signals.get)
+    assert option_defaults("asha")["signal"] == min(asha_signals, key=asha_signals.get)
+    assert PrunerSpec(type="asha").on_axis().signal_name == option_defaults("asha")["signal"]

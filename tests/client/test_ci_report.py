@@ -1,4 +1,5 @@
-"""sweepd.report: JUnit, Markdown summary and baseline comparison, from API-shaped JSON."""
+"""What CI gets from a sweep, from API-shaped JSON: the Markdown summary (sweepd.report), the JUnit
+report and the baseline comparison (sweepd.cli.ci)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from sweepd import report as ci_report as r
+from sweepd import report
+from sweepd.cli import ci as r
 
 
 def trial(number, state, objective=None, **kw):
@@ -100,7 +102,7 @@ def test_junit_for_a_sweep_that_did_not_run():
 
 
 def test_markdown_summary_has_best_top5_compute_and_link():
-    md = r.markdown_summary(sweep(), TRIALS, dashboard_url="https://sweepd.example.com/")
+    md = report.markdown_summary(sweep(), TRIALS, dashboard_url="https://sweepd.example.com/")
     assert md.startswith("## ✅ sweepd sweep `nightly` succeeded")
     assert "https://sweepd.example.com/sweeps/abc" in md and "//sweeps" not in md
     assert "### Best: trial 7 — eval_loss = **1.1**" in md
@@ -121,19 +123,19 @@ def test_markdown_summary_has_best_top5_compute_and_link():
 
 
 def test_markdown_summary_max_mode_ranks_descending():
-    md = r.markdown_summary(sweep(mode="max", best=TRIALS[6]), TRIALS, dashboard_url="http://h")
+    md = report.markdown_summary(sweep(mode="max", best=TRIALS[6]), TRIALS, dashboard_url="http://h")
     top = md.split("### Top 5 trials")[1]
     rows = [line for line in top.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split("|")[2].strip() for row in rows] == ["6", "8", "0", "5", "1"]
 
 
 def test_markdown_summary_failed_sweep_and_baseline_regression():
-    md = r.markdown_summary(sweep("failed", best=None, error="no trial | completed", ledger={}), TRIALS[2:5],
+    md = report.markdown_summary(sweep("failed", best=None, error="no trial | completed", ledger={}), TRIALS[2:5],
                             dashboard_url="http://h")
     assert md.startswith("## ❌") and "**Error:** no trial \\| completed" in md
     assert "no trial finished with an objective" in md and "No compute recorded." in md
     check = r.compare_baseline({"metric": "eval_loss", "objective": 1.0}, sweep(), 0.02)
-    md = r.markdown_summary(sweep(), TRIALS, dashboard_url="http://h", check=check, notes=["a note"])
+    md = report.markdown_summary(sweep(), TRIALS, dashboard_url="http://h", check=check, notes=["a note"])
     assert md.startswith("## ⚠️") and "❌ regression" in md and "10.00% worse" in md and "> a note" in md
 
 
@@ -211,9 +213,3 @@ def test_bad_baseline_files(tmp_path, text, match):
         r.load_baseline(path)
     with pytest.raises(r.BaselineError, match="cannot read"):
         r.load_baseline(tmp_path / "missing.json")
-
-
-def test_formatting_helpers():
-    assert r.fmt_num(3e-5) == "3e-05" and r.fmt_num(12345) == "12,345" and r.fmt_num(2.0) == "2"
-    assert r.fmt_seconds(5) == "5.0 s" and r.fmt_seconds(3725) == "1h 02m"
-    assert r.flatten({"a": {"b": 1}, "c": 2}) == {"a.b": 1, "c": 2}

@@ -232,9 +232,17 @@ def test_token_create_then_use_it(server, controller, tmp_path):
     assert run.code == 0, run.stderr
 
 
-def test_client_retries_until_a_late_server_is_up(server):
+def test_client_retries_until_a_late_server_is_up(server, tmp_path):
     from api.app import create_app
     from sweepd.settings import get_settings
+
+    # a sweep that nothing runs (no script has its name), so the late server has one to list
+    spec = tmp_path / "late.yaml"
+    spec.write_text(server.spec("late-server-listing"))
+    with SweepdClient(server.url, server.token) as c:
+        queued = c.submit(spec)
+        first = c.list_sweeps(limit=1)
+    assert queued["state"] == "queued" and first["items"][0]["id"] == queued["id"]
 
     port = free_port()
     late = ThreadedServer(create_app(get_settings()), port=port)
@@ -247,7 +255,10 @@ def test_client_retries_until_a_late_server_is_up(server):
             waited = time.monotonic() - t0
             assert waited >= 0.5  # it was not up at first
             assert health["status"] == "ok"
-            assert c.list_sweeps(limit=1)["total"] >= 0
+            # the late server reads the same database: the same sweeps, newest (ours) first
+            page = c.list_sweeps(limit=1)
+            assert page["total"] == first["total"] >= 1
+            assert [s["id"] for s in page["items"]] == [queued["id"]]
     finally:
         timer.join()
         late.stop()

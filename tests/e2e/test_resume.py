@@ -4,33 +4,65 @@ trials, no duplicate metric rows, nothing left running."""
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from tests.e2e.conftest import REPO, SMALL, db, demo_spec, sweepd
 
+FINISHED = "('completed', 'stopped')"
 
-def finished_trials(env) -> int:
+
+def progress(env) -> tuple[int, list[str]] | None:
+    """(finished trials, the sweeps' states), or None while the database is not ready: not
+    created or not migrated yet (no sweepd tables), or locked by a writer. Any other error (a
+    broken query, a corrupt file) is raised at once rather than polled until the deadline."""
+    if not (Path(env["SWEEPD_HOME"]) / "sweepd.db").exists():
+        return None  # sqlite3.connect would create an empty file in the driver's place
     try:
-        with db(env) as conn:
-            return conn.execute("SELECT COUNT(*) FROM sweepd_trials WHERE state IN "
-                                "('completed', 'stopped')").fetchone()[0]
-    except Exception:
-        return 0
+        with closing(db(env)) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"sweepd_sweeps", "sweepd_trials"} <= tables:
+                return None  # the driver has not migrated the database yet
+            finished = conn.execute(f"SELECT COUNT(*) FROM sweepd_trials WHERE state IN {FINISHED}").fetchone()[0]
+            states = [state for (state,) in conn.execute("SELECT state FROM sweepd_sweeps")]
+            return finished, states
+    except sqlite3.OperationalError as err:
+        if "database is locked" in str(err) or "database is busy" in str(err):
+            return None
+        raise
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(sweep_env, tmp_path):
     env, data = sweep_env
     spec = demo_spec(data, tmp_path / "demo.yaml", **SMALL)
-    first = subprocess.Popen([sys.executable, "-m", "sweepd.cli", "run", str(spec)], env=env, cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while finished_trials(env) < 3 and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.5)
-    assert first.poll() is None, "the sweep ended before it could be killed"
-    before = finished_trials(env)
+    log = tmp_path / "first-run.log"  # a file, not a pipe: nobody reads it while the driver runs
+    with log.open("wb") as out:
+        first = subprocess.Popen([sys.executable, "-m", "sweepd.cli", "run", str(spec)], env=env, cwd=REPO,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        timeout = 600
+        deadline = time.monotonic() + timeout
+        seen = progress(env)
+        while (seen is None or seen[0] < 3) and first.poll() is None:
+            assert time.monotonic() < deadline, (
+                f"waited {timeout} s for 3 finished (completed or stopped) trials before killing the "
+                f"driver; last seen: " + ("the database not ready (missing, unmigrated or locked)" if seen is None
+                                          else f"{seen[0]} finished trials, sweep states {seen[1]}"))
+            time.sleep(0.5)
+            seen = progress(env)
+        assert first.poll() is None, (
+            f"the sweep driver exited ({first.returncode}) before it could be killed; last seen: {seen}; "
+            f"its output ends: {log.read_text(errors='replace')[-3000:]}")
+    except BaseException:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+        raise
+    before = seen[0]
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     time.sleep(3)  # let Ray's fate-shared processes go

@@ -50,7 +50,8 @@ def test_service_killed_mid_sweep_finishes_the_sweep_after_restart(sweep_env, tm
 
     first = start_serve(env, port, log)
     spec = demo_spec(data, tmp_path / "demo.yaml", **SMALL).read_text()
-    r = httpx.post(f"{api}/sweeps", content=spec, headers={**headers, "Content-Type": "application/yaml"})
+    r = httpx.post(f"{api}/sweeps", content=spec, headers={**headers, "Content-Type": "application/yaml"},
+                   timeout=60)
     assert r.status_code == 201, r.text
     sweep_id = r.json()["id"]
 

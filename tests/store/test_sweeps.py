@@ -111,6 +111,34 @@ def test_heartbeat_and_stale_sweeps(session):
     assert queued.id not in {s.id for s in stale}
 
 
+def test_stale_sweeps_with_a_host_adds_every_driver_on_that_host(session):
+    """The supervisor asks for its own host too: it can tell at once whether a local pid lives."""
+    old = utcnow() - timedelta(minutes=10)
+    drivers = {"here": "1@host_a", "here-silent": "2@host_a", "there": "3@host_b", "lookalike": "4@hostXa",
+               "there-silent": "5@host_b", "nobody": None}
+    ids = {}
+    for name, controller in drivers.items():
+        sweep = repo.create_sweep(session, name=name, spec={})
+        repo.set_sweep_state(session, sweep.id, "running")
+        repo.heartbeat(session, sweep.id, controller=controller)
+        beat = old if name.endswith("silent") else utcnow()
+        session.execute(update(Sweep).where(Sweep.id == sweep.id).values(heartbeat_at=beat, created_at=old))
+        old += timedelta(seconds=1)  # creation order: the order of `drivers`
+        ids[name] = sweep.id
+    finished = repo.create_sweep(session, name="finished", spec={})
+    repo.heartbeat(session, finished.id, controller="6@host_a")
+    repo.set_sweep_state(session, finished.id, "succeeded")
+    session.commit()
+
+    def names(**kwargs) -> list[str]:
+        by_id = {sweep_id: name for name, sweep_id in ids.items()}
+        return [by_id[s.id] for s in repo.stale_sweeps(session, older_than=timedelta(minutes=1), **kwargs)]
+
+    assert names() == ["here-silent", "there-silent"]
+    # "_" is no wildcard: host_a does not match hostXa
+    assert names(host="host_a") == ["here", "here-silent", "there-silent"]
+
+
 def test_ledger_merge_and_replace(session):
     sweep = repo.create_sweep(session, name="s", spec={})
     repo.update_ledger(session, sweep.id, {"samples": 100, "tokens": 5000})

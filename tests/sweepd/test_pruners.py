@@ -43,7 +43,8 @@ def stopped(pruner, trials: dict[str, tuple[float, float]], steps=8) -> set[str]
 
 
 def asha(**kw):
-    return ASHAPruner(**{"grace": 1024, "reduction_factor": 3, "max_t": 4096, **kw})
+    # These hand-made curves rank trials by grad norm (the default signal is loss).
+    return ASHAPruner(**{"signal": "grad_norm", "grace": 1024, "reduction_factor": 3, "max_t": 4096, **kw})
 
 
 # ---- rung arithmetic ------------------------------------------------------------------------
@@ -52,13 +53,13 @@ def asha(**kw):
 def test_rungs_are_grace_times_powers_of_eta_below_max_t():
     assert asha(max_t=8192).rung_times() == [1024, 3072]
     # a rung at max_t itself is left out: it would only stop a trial that has spent it all
-    assert ASHAPruner(grace=1000, reduction_factor=2, max_t=8000).rung_times() == [1000, 2000, 4000]
-    assert ASHAPruner(grace=1024, max_t=None).rung_times(upto=10_000) == [1024, 3072, 9216]
-    assert MedianPruner(grace=100, interval=50, max_t=300).rung_times() == [100, 150, 200, 250]
+    assert ASHAPruner(signal="grad_norm", grace=1000, reduction_factor=2, max_t=8000).rung_times() == [1000, 2000, 4000]
+    assert ASHAPruner(signal="grad_norm", grace=1024, max_t=None).rung_times(upto=10_000) == [1024, 3072, 9216]
+    assert MedianPruner(signal="grad_norm", grace=100, interval=50, max_t=300).rung_times() == [100, 150, 200, 250]
 
 
 def test_a_report_crossing_several_rungs_is_judged_at_each():
-    pruner = ASHAPruner(grace=100, reduction_factor=2, max_t=1000)
+    pruner = ASHAPruner(signal="grad_norm", grace=100, reduction_factor=2, max_t=1000)
     decisions = pruner.on_result_all("a", {"step": 1, "samples": 450, "loss": 2, "grad_norm": 1})
     assert [(d.rung, d.rung_time, d.time) for d in decisions] == [(0, 100, 450), (1, 200, 450),
                                                                  (2, 400, 450)]  # fmt: skip
@@ -78,7 +79,7 @@ def test_a_report_crossing_several_rungs_is_judged_at_each():
 
 
 def test_steps_time_axis_reads_the_step_key():
-    pruner = ASHAPruner(grace=100, reduction_factor=3, time_attr="steps", max_t=1000)
+    pruner = ASHAPruner(signal="grad_norm", grace=100, reduction_factor=3, time_attr="steps", max_t=1000)
     assert pruner.on_result("a", {"step": 99, "samples": 10**6, "grad_norm": 1}) is None
     decision = pruner.on_result("a", {"step": 100, "samples": 10**6, "grad_norm": 1})
     assert decision.rung_time == 100 and decision.time_attr == "steps"
@@ -149,7 +150,7 @@ def test_top_k_is_ceil_of_n_over_eta():
     decision = cohort_then(asha(), [1, 2, 4, 5], 3)
     assert (decision.action, decision.keep, decision.rank) == ("stop", 2, 3)
     # n=7, eta=2.5: ceil(2.8) = 3
-    decision = cohort_then(ASHAPruner(grace=1024, reduction_factor=2.5, max_t=8192), [1, 2, 4, 5, 6, 7], 3)
+    decision = cohort_then(ASHAPruner(signal="grad_norm", grace=1024, reduction_factor=2.5, max_t=8192), [1, 2, 4, 5, 6, 7], 3)
     assert (decision.action, decision.keep, decision.rank) == ("continue", 3, 3)
 
 
@@ -157,14 +158,14 @@ def test_ties_at_the_cutoff_go_the_trials_way():
     decision = cohort_then(asha(), [1, 2, 3, 4, 5], 2)  # n=6, top 2, ties with the 2nd best
     assert (decision.action, decision.rank, decision.cutoff) == ("continue", 2, 2)
     assert "is 2nd (tied) of 6" in decision.reason
-    decision = cohort_then(ASHAPruner(grace=1024, reduction_factor=2, max_t=4096), [1], 1)
+    decision = cohort_then(ASHAPruner(signal="grad_norm", grace=1024, reduction_factor=2, max_t=4096), [1], 1)
     assert (decision.action, decision.rank, decision.keep) == ("continue", 1, 1)
 
 
 @pytest.mark.parametrize("eta, needed", [(3, 3), (2.5, 3), (4, 4)])
 def test_fewer_than_eta_scores_never_stop_a_trial(eta, needed):
     # ever worse trials all continue until `needed` scores are recorded at the rung
-    pruner = ASHAPruner(grace=1024, reduction_factor=eta, max_t=8192)
+    pruner = ASHAPruner(signal="grad_norm", grace=1024, reduction_factor=eta, max_t=8192)
     for i in range(needed - 1):
         decision = pruner.on_result(f"bad{i}", report(2, grad_norm=100.0 + i))
         assert decision.action == "continue" and decision.keep is None and decision.cutoff is None
@@ -279,7 +280,7 @@ def test_calibrated_ignores_objectives_of_stopped_trials():
 
 
 def test_median_stopping_baseline():
-    pruner = MedianPruner(grace=1024, interval=1024, min_samples=3, max_t=8192)
+    pruner = MedianPruner(signal="grad_norm", grace=1024, interval=1024, min_samples=3, max_t=8192)
     for i, g in enumerate([1.0, 2.0]):
         run_trial(pruner, f"t{i}", 2, grad_norm=g)
     decision = pruner.on_result("few", report(2, grad_norm=9.0))
@@ -415,5 +416,5 @@ def test_state_only_loads_into_the_same_rungs():
 )  # fmt: skip
 def test_bad_arguments_name_the_bad_value(spec, message):
     with pytest.raises(ValueError) as err:
-        make_pruner(spec)
+        make_pruner({"type": "asha", **spec})
     assert message in str(err.value)

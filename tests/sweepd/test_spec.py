@@ -3,9 +3,7 @@ Tune and to trial configs, grid search, the plan, `validate_command`, and every 
 
 from __future__ import annotations
 
-import copy
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -94,7 +94,7 @@ def test_save_restore_and_search_properties(tmp_path):
         def __init__(self, trial_id):
             self.trial_id = trial_id
 
-    scheduler = EarlySignalScheduler(ASHAPruner(grace=100, reduction_factor=2, max_t=1000))
+    scheduler = EarlySignalScheduler(ASHAPruner(signal="grad_norm", grace=100, reduction_factor=2, max_t=1000))
     assert scheduler.set_search_properties("eval_acc", "max")
     assert scheduler.pruner.metric == "eval_acc" and scheduler.pruner.mode == "max"
     assert scheduler.set_search_properties("eval_acc", "max")  # the same again is fine
@@ -103,7 +103,7 @@ def test_save_restore_and_search_properties(tmp_path):
     a, b = FakeTrial("a"), FakeTrial("b")
     assert scheduler.on_trial_result(None, a, {"samples": 100, "grad_norm": 1.0}) == "CONTINUE"
     scheduler.save(str(tmp_path / "state.json"))
-    other = EarlySignalScheduler(make_pruner({"type": "asha", "grace": 100,
+    other = EarlySignalScheduler(make_pruner({"type": "asha", "signal": "grad_norm", "grace": 100,
                                               "reduction_factor": 2, "max_t": 1000}))  # fmt: skip
     other.restore(str(tmp_path / "state.json"))
     for sched in (scheduler, other):
@@ -124,7 +124,7 @@ def test_a_replayed_result_is_not_judged():
             self.trial_id = trial_id
 
     record = Record()
-    scheduler = EarlySignalScheduler(ASHAPruner(grace=100, reduction_factor=2, max_t=1000), on_decision=record)
+    scheduler = EarlySignalScheduler(ASHAPruner(signal="grad_norm", grace=100, reduction_factor=2, max_t=1000), on_decision=record)
     for i, g in enumerate([1.0, 2.0]):
         scheduler.on_trial_result(None, FakeTrial(f"t{i}"), {"samples": 100, "grad_norm": g})
     judged = len(record.decisions)

@@ -18,6 +18,7 @@ def first_step(cfg):
     return rep.steps[0]
 
 
+@pytest.mark.slow  # ~2 min on 2 cores: three real trials, one of them two DeepSpeed workers in a subprocess
 def test_micro_batching_and_workers_give_the_same_first_step(trial_cfg, tmp_path):
     four_by_four = first_step(trial_cfg(resources={"micro_batch_size": 4}))
     one_by_sixteen = first_step(trial_cfg(resources={"micro_batch_size": 16}))

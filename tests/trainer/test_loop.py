@@ -102,6 +102,7 @@ def test_bad_trial_configs_get_a_message_not_a_traceback(tmp_path, raw, expected
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # ~14 s: a real 3-step trial through the CLI in a fresh interpreter
 def test_cli_writes_one_line_per_step_then_final(trial_cfg, tmp_path):
     cfg = trial_cfg(budget={"max_steps": 3})
     proc = run_cli(tmp_path, cfg.model_dump(mode="json"))

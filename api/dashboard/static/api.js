@@ -3,6 +3,8 @@
 // The token lives in localStorage and goes out as `Authorization: Bearer …`. When a read comes
 // back 401 the page's login form is shown; a pasted token is stored and the page's load runs again.
 
+import { setLive } from './ui.js';
+
 const TOKEN_KEY = 'sweepd.token';
 const BASE = '/api/v1';
 
@@ -159,4 +161,39 @@ export function runPage(load, { onAuthChange = () => {} } = {}) {
   });
   attempt();
   return fail;
+}
+
+// Runs a live page (the sweep and trial pages): `refresh()` reads the API and draws, then again
+// every `every` ms until `finished()` names the state the page has settled in. The live badge
+// says which; a 401 or 404 while polling is the page's error, any other error is retried at
+// half the pace. Returns `tick()`: refresh now and go on polling (after a change the page made).
+export function runLivePage(refresh, { finished, onAuthChange, every = 2000 }) {
+  let timer = null;
+  const schedule = () => {
+    clearTimeout(timer);
+    const settled = finished();
+    if (settled) {
+      setLive(`${settled} · not refreshing`, 'done');
+      return;
+    }
+    setLive(`live · updated ${new Date().toLocaleTimeString()}`, 'on');
+    timer = setTimeout(tick, every);
+  };
+  const tick = async () => {
+    try {
+      await refresh();
+      schedule();
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 401 || err.status === 404)) { fail(err); return; }
+      console.error(err);
+      setLive('connection lost · retrying', 'warn');
+      timer = setTimeout(tick, every * 2);
+    }
+  };
+  const fail = runPage(async () => {
+    clearTimeout(timer);
+    await refresh();
+    schedule();
+  }, { onAuthChange });
+  return tick;
 }

@@ -1,15 +1,14 @@
 // The sweep page: everything about one sweep, refreshed every 2 s while it runs (no reload),
 // and left alone once the sweep is finished.
 
-import { api, ApiError, detailLines, hasToken, runPage } from './api.js';
+import { api, ApiError, detailLines, hasToken, runLivePage } from './api.js';
 import { hyperKeys, loadPlotly, paramLabel, renderParcoords, renderScatter } from './charts.js';
 import { renderCurves } from './curves.js';
 import {
   $, fill, TERMINAL_SWEEP, badge, copyText, fmtAgo, fmtCompact, fmtDate, fmtDuration, fmtInt, fmtNum, fmtPct,
-  fmtSeconds, h, objectiveLabel, progressBar, setLive, timeEl, trialCounts,
+  fmtSeconds, h, objectiveLabel, progressBar, timeEl, trialCounts,
 } from './ui.js';
 
-const POLL_MS = 2000;
 // Long curves are downsampled on the server: up to 200 points per trial, fewer when there are
 // many trials (about 25,000 points per chart: 50 per trial for 500 trials), never under 50.
 const curvePoints = (nTrials) => Math.min(200, Math.max(50, Math.floor(25000 / Math.max(1, nTrials))));
@@ -25,10 +24,9 @@ const sweepId = $('main').dataset.sweepId;
 const enc = encodeURIComponent(sweepId);
 const S = {
   sweep: null, trials: [], curves: [], decisions: [], lastEventId: null,
-  calib: null, calibKey: null, sort: { key: 'number', dir: 1 }, timer: null, drawn: false,
+  calib: null, calibKey: null, sort: { key: 'number', dir: 1 }, drawn: false,
   curvesKey: null, hyperKey: null, logKey: null,
 };
-let fail = () => {};
 
 // ---- header, progress, best, ledger -----------------------------------------------------
 
@@ -47,7 +45,7 @@ function renderHeader() {
     s.started_at ? [' · ', TERMINAL_SWEEP.has(s.state) ? 'ran for ' : 'running for ', ran] : null,
     s.finished_at ? [' · finished ', timeEl(s.finished_at)] : null,
     ' · objective ', h('strong', {}, objectiveLabel(s.objective)),
-    pruner ? [' · pruner ', h('strong', {}, `${pruner.type || 'asha'}${pruner.signal ? ` on ${pruner.signal}` : ''}`)] : null,
+    pruner ? [' · pruner ', h('strong', {}, `${pruner.type}${pruner.signal ? ` on ${pruner.signal}` : ''}`)] : null,
   );
   const err = $('sweep-error');
   err.hidden = !s.error;
@@ -167,7 +165,11 @@ function renderTable() {
 function renderLog() {
   const p = S.sweep.spec?.pruner;
   $('pruner-desc').textContent = p
-    ? `${p.type || 'asha'} on ${p.signal || 'grad_norm'}; rungs from ${fmtInt(p.grace)} ${p.time_attr || 'samples'}, ×${p.reduction_factor ?? 3} each.`
+    // The stored spec carries the options as the pruner class resolved them: no defaults here.
+    ? (p.type === 'none' ? 'no pruning: every trial runs its full budget.'
+      : `${p.type} on ${p.signal}; rungs from ${fmtInt(p.grace)} ${p.time_attr}`
+        + (p.reduction_factor != null ? `, ×${p.reduction_factor} each.`
+          : p.interval != null ? `, then every ${fmtInt(p.interval)}.` : '.'))
     : '';
   const ol = $('decision-log');
   const key = `${S.decisions.length}|${S.trials.length}`;
@@ -213,7 +215,7 @@ function renderCalib() {
   const c = S.calib;
   if (!c) { fill(box, h('p', { class: 'muted' }, 'Loading…')); return; }
   if (c.error) { fill(box, h('p', { class: 'muted' }, `Calibration is not available: ${c.error}`)); return; }
-  const unit = S.sweep.spec?.pruner?.time_attr || 'samples';
+  const unit = S.sweep.spec?.pruner?.time_attr || 'samples'; // the chart's axis when nothing prunes
   const metric = c.objective?.metric || S.sweep.objective?.metric || 'objective';
   const intro = h('p', { class: 'hint' },
     `Spearman rank correlation, across ${fmtInt(c.n_trials ?? 0)} finished trial${c.n_trials === 1 ? '' : 's'}, between each early signal and the final ${metric} `,
@@ -330,34 +332,6 @@ async function refresh() {
   window.__sweepdRefreshes = (window.__sweepdRefreshes || 0) + 1;
 }
 
-function schedule() {
-  clearTimeout(S.timer);
-  if (S.sweep && TERMINAL_SWEEP.has(S.sweep.state)) {
-    setLive(`${S.sweep.state} · not refreshing`, 'done');
-    return;
-  }
-  setLive(`live · updated ${new Date().toLocaleTimeString()}`, 'on');
-  S.timer = setTimeout(tick, POLL_MS);
-}
-
-async function tick() {
-  try {
-    await refresh();
-    schedule();
-  } catch (err) {
-    if (err instanceof ApiError && (err.status === 401 || err.status === 404)) { fail(err); return; }
-    console.error(err);
-    setLive('connection lost · retrying', 'warn');
-    S.timer = setTimeout(tick, POLL_MS * 2);
-  }
-}
-
-async function load() {
-  clearTimeout(S.timer);
-  await refresh();
-  schedule();
-}
-
 // ---- cancel -------------------------------------------------------------------------------
 
 function cancelStep(confirming) {
@@ -383,4 +357,7 @@ $('cancel-confirm').addEventListener('click', async () => {
   }
 });
 
-fail = runPage(load, { onAuthChange: () => { if (S.sweep) renderHeader(); } });
+const tick = runLivePage(refresh, {
+  finished: () => (S.sweep && TERMINAL_SWEEP.has(S.sweep.state) ? S.sweep.state : null),
+  onAuthChange: () => { if (S.sweep) renderHeader(); },
+});

@@ -1,17 +1,16 @@
 // The trial page: one trial's curves, config, facts and events; refreshed while it runs.
 
-import { api, runPage } from './api.js';
+import { api, runLivePage } from './api.js';
 import { renderCurves, toColumns } from './curves.js';
 import {
-  $, fill, TERMINAL_SWEEP, TERMINAL_TRIAL, badge, fmtAgo, fmtDate, fmtDuration, fmtInt, fmtNum, fmtSeconds, h, setLive,
+  $, fill, TERMINAL_SWEEP, TERMINAL_TRIAL, badge, fmtAgo, fmtDate, fmtDuration, fmtInt, fmtNum, fmtSeconds, h,
 } from './ui.js';
 
-const POLL_MS = 2000;
 const MAX_POINTS = 1000;
 const EVENT_PAGE = 1000;
 
 const trialId = $('main').dataset.trialId;
-const S = { trial: null, sweep: null, points: [], events: [], lastEventId: null, timer: null, drawn: false };
+const S = { trial: null, sweep: null, points: [], events: [], lastEventId: null, drawn: false };
 
 function renderHead() {
   const t = S.trial;
@@ -115,33 +114,6 @@ async function refresh() {
   await renderCharts();
 }
 
-function schedule() {
-  clearTimeout(S.timer);
-  if (TERMINAL_TRIAL.has(S.trial.state) || TERMINAL_SWEEP.has(S.sweep?.state)) {
-    setLive(`${S.trial.state} · not refreshing`, 'done');
-    return;
-  }
-  setLive(`live · updated ${new Date().toLocaleTimeString()}`, 'on');
-  S.timer = setTimeout(tick, POLL_MS);
-}
-
-let fail = () => {};
-
-async function tick() {
-  try {
-    await refresh();
-    schedule();
-  } catch (err) {
-    if (err?.status === 401 || err?.status === 404) { fail(err); return; }
-    setLive('connection lost · retrying', 'warn');
-    S.timer = setTimeout(tick, POLL_MS * 2);
-  }
-}
-
-async function load() {
-  clearTimeout(S.timer);
-  await refresh();
-  schedule();
-}
-
-fail = runPage(load);
+runLivePage(refresh, {
+  finished: () => (TERMINAL_TRIAL.has(S.trial.state) || TERMINAL_SWEEP.has(S.sweep?.state) ? S.trial.state : null),
+});

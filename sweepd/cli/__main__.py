@@ -1,0 +1,5 @@
+"""`python -m sweepd.cli ...`: the `sweepd` command."""
+
+from sweepd.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""The driver's own logic, without driving a sweep: who is alive, what `sweepd run` resumes, and what
+`python -m sweepd.service.driver ID` does before and around `drive`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from sweepd.service import driver
+from sweepd.service.driver import driver_alive, driver_name, find_resumable
+from sweepd.settings import get_settings
+from sweepd.store import Sweep, repo, session_scope
+from sweepd.store.models import utcnow
+
+HOST = driver_name().split("@", 1)[1]
+
+
+def test_driver_alive_only_for_a_running_pid_on_this_host():
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exited, not reaped by us yet
+    deadline = time.monotonic() + 10
+    while open(f"/proc/{zombie.pid}/stat").read().split(") ", 1)[1][0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        assert driver_alive(driver_name()) and driver_name() == f"{os.getpid()}@{HOST}"
+        assert not driver_alive(driver_name(exited.pid))
+        assert not driver_alive(driver_name(zombie.pid))
+        assert not driver_alive(f"{os.getpid()}@another-host")  # its heartbeat tells, not its pid
+        for name in (None, "", "fake@test", f"@{HOST}", "12345"):
+            assert not driver_alive(name), name
+    finally:
+        zombie.wait()
+
+
+def test_sweepd_run_resumes_the_newest_unfinished_sweep_of_the_same_spec_whose_driver_is_gone(engine):
+    spec = {"name": "again", "search": {"num_trials": 3}}
+
+    def sweep(state: str, controller: str | None, age: int, spec_doc: dict = spec) -> str:
+        with session_scope(engine) as s:
+            sw = repo.create_sweep(s, name=spec_doc["name"], spec=spec_doc)
+            if state != "queued":
+                repo.set_sweep_state(s, sw.id, state)
+            s.execute(update(Sweep).where(Sweep.id == sw.id)
+                      .values(controller=controller, created_at=utcnow() - timedelta(minutes=age)))
+            return sw.id
+
+    older_dead = sweep("running", f"999999999@{HOST}", age=9)
+    sweep("running", driver_name(), age=1)  # driven right now (this process)
+    sweep("succeeded", None, age=0)  # finished
+    sweep("running", None, age=0, spec_doc={**spec, "search": {"num_trials": 4}})  # another spec
+    with session_scope(engine) as s:
+        assert find_resumable(s, spec).id == older_dead
+    newer_dead = sweep("queued", None, age=5)
+    with session_scope(engine) as s:
+        assert find_resumable(s, spec).id == newer_dead
+        assert find_resumable(s, {"name": "unknown"}) is None
+
+
+@pytest.fixture
+def driver_env(sqlite_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("SWEEPD_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("SWEEPD_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    handler = signal.getsignal(signal.SIGTERM)  # main() installs its own
+    yield
+    signal.signal(signal.SIGTERM, handler)
+    get_settings.cache_clear()
+
+
+def stored_sweep(engine, state: str) -> str:
+    with session_scope(engine) as s:
+        sw = repo.create_sweep(s, name="d", spec={"name": "d"})
+        if state != "queued":
+            repo.set_sweep_state(s, sw.id, state)
+        return sw.id
+
+
+def test_main_refuses_a_missing_sweep_and_leaves_a_finished_one_alone(engine, driver_env, monkeypatch, capsys):
+    monkeypatch.setattr(driver, "drive", lambda *a, **k: pytest.fail("nothing to drive"))
+    assert driver.main([]) == 2 and "usage" in capsys.readouterr().err
+    assert driver.main(["nope"]) == 2 and "no sweep 'nope'" in capsys.readouterr().err
+    done = stored_sweep(engine, "succeeded")
+    assert driver.main([done]) == 0 and "nothing to do" in capsys.readouterr().err
+
+
+def test_main_records_why_a_sweep_failed_as_a_whole(engine, driver_env, monkeypatch):
+    sweep_id = stored_sweep(engine, "running")
+    monkeypatch.setattr(driver.SweepSpec, "from_stored", staticmethod(lambda doc: json.dumps(doc)))
+
+    def broken_drive(engine_, db_url, sweep_id_, spec):
+        assert (sweep_id_, spec) == (sweep_id, '{"name": "d"}')
+        raise RuntimeError("ray would not start")
+
+    monkeypatch.setattr(driver, "drive", broken_drive)
+    assert driver.main([sweep_id]) == 1
+    with session_scope(engine) as s:
+        sweep = repo.get_sweep(s, sweep_id)
+        assert (sweep.state, sweep.error) == ("failed", "driver error: ray would not start")

@@ -1,0 +1,204 @@
+"""The supervisor, one `tick()` at a time, with tiny fake drivers (a `python -c` that sleeps or exits
+at once) in place of `python -m sweepd.service.driver`: no Ray, no training."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from sweepd.service import supervisor as supervisor_module
+from sweepd.service.driver import driver_name
+from sweepd.service.supervisor import DRIVER_COMMAND, Supervisor
+from sweepd.store import Sweep, repo, session_scope
+from sweepd.store.models import utcnow
+
+SLEEPS = [sys.executable, "-c", "import time; time.sleep(60)"]
+EXITS = [sys.executable, "-c", "pass"]
+# ignores SIGTERM, and says so once it does (the supervisor writes a driver's output to its log)
+STUBBORN = [sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(60)"]
+
+
+@pytest.fixture
+def make_supervisor(engine):
+    made: list[Supervisor] = []
+
+    def make(**kwargs) -> Supervisor:
+        sup = Supervisor(engine, **kwargs)
+        made.append(sup)
+        return sup
+
+    yield make
+    for sup in made:  # no fake driver outlives its test
+        for d in sup.drivers.values():
+            d.proc.kill()
+            d.proc.wait()
+
+
+def sweep(engine, name: str, *, state: str = "queued", age_minutes: float = 0, controller: str | None = None,
+          heartbeat_age_minutes: float | None = None) -> str:
+    with session_scope(engine) as s:
+        sw = repo.create_sweep(s, name=name, spec={})
+        if state != "queued":
+            repo.set_sweep_state(s, sw.id, state)
+        values = {"created_at": utcnow() - timedelta(minutes=age_minutes)}
+        if controller is not None:
+            values["controller"] = controller
+        if heartbeat_age_minutes is not None:
+            values["heartbeat_at"] = utcnow() - timedelta(minutes=heartbeat_age_minutes)
+        s.execute(update(Sweep).where(Sweep.id == sw.id).values(**values))
+        return sw.id
+
+
+def get(engine, sweep_id: str) -> Sweep:
+    with session_scope(engine) as s:
+        return repo.get_sweep(s, sweep_id)
+
+
+def state_events(engine, sweep_id: str) -> list:
+    with session_scope(engine) as s:
+        return repo.list_events(s, sweep_id, kind="state")
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(EXITS)
+    proc.wait()  # exited and reaped: the pid names no process
+    return proc.pid
+
+
+def wait_for_drivers(sup: Supervisor) -> None:
+    for d in sup.drivers.values():
+        d.proc.wait(timeout=30)
+
+
+def test_the_default_driver_is_the_driver_module():
+    assert list(DRIVER_COMMAND) == [sys.executable, "-m", "sweepd.service.driver"]
+
+
+@pytest.mark.parametrize("kwargs, message", [({"max_sweeps": 0}, "max_sweeps must be at least 1, got 0"),
+                                             ({"max_restarts": -1}, "max_restarts must be at least 0, got -1")])
+def test_bad_arguments_are_refused_with_the_value(engine, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Supervisor(engine, **kwargs)
+
+
+def test_starts_queued_sweeps_oldest_first_up_to_max_sweeps(engine, make_supervisor):
+    newest = sweep(engine, "newest", age_minutes=1)
+    oldest = sweep(engine, "oldest", age_minutes=3)
+    middle = sweep(engine, "middle", age_minutes=2)
+    sweep(engine, "done", state="succeeded", age_minutes=9)
+    sup = make_supervisor(max_sweeps=2, driver_command=SLEEPS)
+
+    sup.tick()
+    assert set(sup.drivers) == {oldest, middle}
+    for sweep_id, d in sup.drivers.items():
+        assert d.proc.args == [*SLEEPS, sweep_id]
+        assert get(engine, sweep_id).controller == driver_name(d.proc.pid)  # claimed at once
+    assert get(engine, newest).controller is None
+    pids = {sweep_id: d.proc.pid for sweep_id, d in sup.drivers.items()}
+
+    sup.tick()  # full: nothing new, nothing started twice
+    assert {sweep_id: d.proc.pid for sweep_id, d in sup.drivers.items()} == pids
+
+    with session_scope(engine) as s:  # the oldest sweep ends and its driver exits
+        repo.set_sweep_state(s, oldest, "succeeded")
+    sup.drivers[oldest].proc.terminate()
+    sup.drivers[oldest].proc.wait()
+    sup.tick()
+    assert set(sup.drivers) == {middle, newest}
+
+
+def test_resumes_running_sweeps_whose_driver_is_gone(engine, make_supervisor):
+    host = driver_name().split("@", 1)[1]
+    crashed = sweep(engine, "crashed", state="running", controller=f"{dead_pid()}@{host}", heartbeat_age_minutes=0)
+    local_run = sweep(engine, "sweepd-run", state="running", controller=driver_name(), heartbeat_age_minutes=0)
+    remote = sweep(engine, "remote", state="running", controller="4242@elsewhere", heartbeat_age_minutes=0)
+    remote_silent = sweep(engine, "remote-silent", state="running", controller="4343@elsewhere",
+                          heartbeat_age_minutes=5)
+    sup = make_supervisor(max_sweeps=1, driver_command=SLEEPS, stale_after=timedelta(minutes=1))
+
+    sup.tick()
+    # a dead local pid is gone at once, a silent remote driver after stale_after; a live local
+    # driver (`sweepd run` here, this very process) and a remote one that beats are left alone;
+    # resuming does not count against max_sweeps, which is for queued sweeps
+    assert set(sup.drivers) == {crashed, remote_silent}
+    for sweep_id in (crashed, remote_silent):
+        assert get(engine, sweep_id).controller == driver_name(sup.drivers[sweep_id].proc.pid)
+        [event] = [e for e in state_events(engine, sweep_id) if e.payload.get("restart")]
+        assert event.message == "driver gone; resuming the sweep" and event.payload == {"restart": 1}
+    for sweep_id in (local_run, remote):
+        assert not [e for e in state_events(engine, sweep_id) if e.payload.get("restart")]
+
+    sup.tick()  # the resumed drivers live: no second restart
+    assert sup.restarts == {crashed: 1, remote_silent: 1}
+
+
+def test_fails_a_sweep_whose_driver_keeps_dying_after_max_restarts(engine, make_supervisor):
+    host = driver_name().split("@", 1)[1]
+    sweep_id = sweep(engine, "doomed", state="running", controller=f"{dead_pid()}@{host}", heartbeat_age_minutes=0)
+    sup = make_supervisor(max_restarts=2, driver_command=EXITS)
+
+    for restart in (1, 2):
+        sup.tick()
+        assert set(sup.drivers) == {sweep_id}, f"restart {restart}"
+        wait_for_drivers(sup)
+        assert get(engine, sweep_id).state == "running"
+    sup.tick()
+
+    failed = get(engine, sweep_id)
+    assert (failed.state, failed.error) == ("failed", "driver died 3 times; giving up")
+    assert sup.drivers == {}
+    assert [e.payload["restart"] for e in state_events(engine, sweep_id) if "restart" in (e.payload or {})] == [1, 2]
+    sup.tick()  # a failed sweep stays failed
+    assert sup.drivers == {} and get(engine, sweep_id).state == "failed"
+
+
+def test_kills_the_driver_of_a_cancelled_sweep_after_the_grace_period(engine, make_supervisor):
+    sweep_id = sweep(engine, "cancel-me")
+    sup = make_supervisor(driver_command=SLEEPS, cancel_grace_seconds=0.5)
+    sup.tick()
+    proc = sup.drivers[sweep_id].proc
+    with session_scope(engine) as s:
+        repo.set_sweep_state(s, sweep_id, "cancelled")
+
+    sup.tick()  # cancellation seen: the driver gets its grace period to stop by itself
+    time.sleep(0.1)
+    assert proc.poll() is None
+    time.sleep(0.5)
+    sup.tick()
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    sup.tick()  # reaped, and a cancelled sweep is not resumed
+    assert sup.drivers == {} and sup.restarts == {}
+    assert get(engine, sweep_id).state == "cancelled"
+
+
+def test_stop_terminates_every_driver_and_kills_one_that_ignores_it(engine, make_supervisor, tmp_path, monkeypatch):
+    monkeypatch.setattr(supervisor_module, "STOP_WAIT_SECONDS", 1.0)
+    polite = sweep(engine, "polite", age_minutes=2)
+    stubborn = sweep(engine, "stubborn", age_minutes=1)
+    sup = make_supervisor(max_sweeps=1, driver_command=SLEEPS, tick_seconds=0.05, log_dir=tmp_path / "logs")
+    sup.tick()  # the older sweep gets a polite driver ...
+    sup.max_sweeps, sup.driver_command = 2, STUBBORN
+    sup.start()  # ... and the supervisor's own loop starts a stubborn one for the other
+    deadline = time.monotonic() + 30
+    log = tmp_path / "logs" / f"driver-{stubborn}.log"
+    while not (log.exists() and "ready" in log.read_text()):
+        assert time.monotonic() < deadline, "the stubborn driver never started"
+        time.sleep(0.05)
+    procs = {sweep_id: d.proc for sweep_id, d in sup.drivers.items()}
+    assert set(procs) == {polite, stubborn}
+
+    sup.stop()
+    assert not sup._thread.is_alive()
+    assert procs[polite].returncode == -signal.SIGTERM
+    assert procs[stubborn].returncode == -signal.SIGKILL
+    with pytest.raises(ProcessLookupError):
+        os.kill(procs[stubborn].pid, 0)
