@@ -10,12 +10,15 @@ import sys
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_trial_config
+    from .config import ConfigError, input_problems, load_trial_config
 
     try:
         cfg = load_trial_config(args.trial)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    if problems := input_problems(cfg):  # before torch and DeepSpeed load (seconds)
+        print("error: " + "\nerror: ".join(problems), file=sys.stderr)
         return 2
     if cfg.resources.num_workers > 1 and not os.environ.get("SWEEPD_TRAINER_WORKER"):
         from .distributed import launch_local

@@ -161,3 +161,26 @@ def load_trial_config(path: str | Path) -> TrialConfig:
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
     return parse_trial_config(raw, str(path), base_dir=Path.cwd())
+
+
+def input_problems(cfg: TrialConfig) -> list[str]:
+    """What makes a trial fail at once for want of an input: an unreadable data file or a model
+    path that is no folder. Cheap (no torch), so the CLI says it before loading anything; the
+    loaders say the same words if a file goes missing later."""
+    problems = [unreadable(f.path) for f in [*cfg.data.train, *cfg.data.eval]]
+    problems.append(model_dir_problem(cfg.model.path))
+    return [p for p in problems if p]
+
+
+def unreadable(path: str | Path) -> str | None:
+    try:
+        Path(path).open("rb").close()
+    except OSError as err:
+        return f"{path}: cannot read ({err.strerror})"
+    return None
+
+
+def model_dir_problem(path: str) -> str | None:
+    if path.startswith("builtin:") or Path(path).is_dir():
+        return None
+    return f"model.path: {path!r} is not a directory (use builtin:tiny or a local HF model folder)"

@@ -23,6 +23,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from .config import model_dir_problem
+
 FALLBACK_CHAT_TEMPLATE = (
     "{% for m in messages %}"
     "{% if m['role'] == 'assistant' %}<|assistant|>\n{{ m['content'] }}{{ eos_token }}\n"
@@ -96,8 +98,8 @@ def build_tiny(seed: int) -> LoadedModel:
 
 def load_pretrained(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     p = Path(path)
-    if not p.is_dir():
-        raise ModelLoadError(f"model.path: {path!r} is not a directory (use builtin:tiny or a local HF model folder)")
+    if problem := model_dir_problem(path):
+        raise ModelLoadError(problem)
     if not (p / "config.json").exists():
         raise ModelLoadError(f"model.path: {path!r} has no config.json; not a Hugging Face model folder")
     try:
