@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sweepd.spec import SweepSpec
 from sweepd.store.models import SweepState, TrialState
@@ -53,7 +53,8 @@ class ObjectiveOut(BaseModel):
 
 class ProgressOut(BaseModel):
     """Trial counts by state. ``planned``: the trials the spec asks for (grid: capped by the
-    grid's size); ``finished`` = completed + stopped + failed + diverged."""
+    grid's size; a compute-budget sweep: the trials launched so far plus ``budget.projected_trials``);
+    ``finished`` = completed + stopped + failed + diverged."""
 
     planned: int
     pending: int = 0
@@ -63,6 +64,25 @@ class ProgressOut(BaseModel):
     failed: int = 0
     diverged: int = 0
     finished: int = 0
+
+
+class BudgetOut(BaseModel):
+    """A compute-budget sweep's account (``search.compute_budget``), from the trials in the store.
+    ``unit``: samples or gpu_hours; ``spent``: the sum over every trial; ``committed``: what the
+    running trials will spend on top at full length; ``remaining`` = total - spent."""
+
+    unit: Literal["samples", "gpu_hours"]
+    total: float
+    spent: float
+    committed: float
+    remaining: float
+    fraction_spent: float
+    trials_launched: int
+    trials_cap: int = Field(description="num_trials: the most trials the budget may buy")
+    cost_per_trial: float | None = Field(description="the finished trials' mean cost (none finished: a full trial's)")
+    projected_trials: int = Field(description="more trials the budget buys at cost_per_trial, after the running ones")
+    eta_seconds: float | None = Field(description="when the budget runs out at the sweep's rate so far (running sweeps)")
+    exhausted: bool = Field(description="no further trial fits (or the sweep has ended)")
 
 
 class BestTrialOut(BaseModel):
@@ -87,10 +107,50 @@ class SweepPublic(BaseModel):
     progress: ProgressOut
     best: BestTrialOut | None
     ledger: dict[str, Any] = Field(description="compute spent, and saved by stopping trials early")
+    budget: BudgetOut | None = Field(None, description="the compute budget's account; null without one")
+    fingerprint: str | None = Field(None, description=(
+        "sha256 of the model, the data files' contents and the objective: sweeps with the same name and "
+        "fingerprint warm-start from each other (search.warm_start: previous)"))
+
+
+class WarmStartOut(BaseModel):
+    """Where the sweep's prior came from (``search.warm_start``), as its driver resolved it on
+    its first start. ``source`` null: a cold start (``message`` says why)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    mode: str = Field(description="search.warm_start: previous, none or a sweep id")
+    source: str | None = Field(description="the sweep whose finished trials and curves seeded this one")
+    trials_added: int = Field(0, description="the source's finished trials added to this sweep's Optuna study")
+    curves: int = Field(0, description="the source's curves given to the pruner")
+    message: str
 
 
 class SweepDetail(SweepPublic):
     spec: dict[str, Any] = Field(description="the validated spec, as stored")
+    warm_start: WarmStartOut | None = Field(None, description="null until the sweep's first start")
+    extensions: int = Field(0, description="how often the sweep was extended (POST .../extend)")
+    optuna_study_name: str | None = Field(None, description="the sweep's Optuna study, in sweepd's database")
+
+
+class SweepExtend(BaseModel):
+    """The body of POST /sweeps/{id}/extend: how much more to run, and optionally a narrower
+    space. At least one of ``trials`` and ``budget``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int | None = Field(None, ge=1, le=10_000, description="this many more trials than the sweep holds now")
+    budget: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+        "this much more search.compute_budget, in its unit (samples or GPU hours); a sweep without one gets "
+        "one of the samples spent so far plus this; the trial cap is lifted unless trials is given"))
+    space: dict[str, Any] | None = Field(None, description=(
+        "search-space entries replacing the sweep's own, each inside the old domain; keys left out keep theirs"))
+
+    @model_validator(mode="after")
+    def _some_more(self) -> "SweepExtend":
+        if self.trials is None and self.budget is None:
+            raise ValueError("say how much more to run: trials and/or budget")
+        return self
 
 
 class SweepPage(BaseModel):

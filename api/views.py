@@ -11,11 +11,12 @@ from fastapi import HTTPException, status
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from api.schemas import BestTrialOut, ObjectiveOut, ProgressOut, SweepDetail, SweepPublic
+from api.schemas import BestTrialOut, BudgetOut, ObjectiveOut, ProgressOut, SweepDetail, SweepPublic
+from sweepd.engine.budget import budget_status, trial_uses
 from sweepd.spec import METRICS, SweepSpec
 from sweepd.store import repo
-from sweepd.store.models import Sweep, Trial, TrialState
-from sweepd.protocol import FINISHED_TRIAL_STATES
+from sweepd.store.models import Sweep, Trial, TrialState, utcnow
+from sweepd.protocol import ACTIVE_SWEEP_STATES, FINISHED_TRIAL_STATES
 
 log = logging.getLogger("sweepd.api")
 
@@ -131,6 +132,19 @@ def _progress(planned: int, counts: dict[str, int]) -> ProgressOut:
     )
 
 
+def budgets(session: Session, sweeps: Sequence[Sweep], specs: dict[str, SweepSpec | None]) -> dict[str, BudgetOut]:
+    """{sweep_id: budget} for the compute-budget sweeps among these, in one query (none without)."""
+    ids = [s.id for s in sweeps if specs[s.id] is not None and specs[s.id].search.compute_budget is not None]
+    rows = trial_uses(session, ids) if ids else {}
+    out = {}
+    for s in sweeps:
+        if s.id in rows:
+            active = s.state in ACTIVE_SWEEP_STATES
+            running_for = (utcnow() - s.started_at).total_seconds() if active and s.started_at else None
+            out[s.id] = BudgetOut(**budget_status(specs[s.id], rows[s.id], active=active, running_for=running_for))
+    return out
+
+
 def _best(trial: Trial | None) -> BestTrialOut | None:
     if trial is None:
         return None
@@ -142,7 +156,7 @@ def _fields(sweep: Sweep) -> dict[str, Any]:
     return {
         "id": sweep.id, "name": sweep.name, "state": sweep.state, "created_at": sweep.created_at,
         "started_at": sweep.started_at, "finished_at": sweep.finished_at, "error": sweep.error,
-        "ledger": sweep.ledger or {},
+        "ledger": sweep.ledger or {}, "fingerprint": sweep.fingerprint,
     }  # fmt: skip
 
 
@@ -152,12 +166,19 @@ def sweep_publics(session: Session, sweeps: Sequence[Sweep]) -> list[SweepPublic
     objectives = {s.id: objective_of(s, specs[s.id]) for s in sweeps}
     counts = trial_counts(session, [s.id for s in sweeps])
     best = best_trials(session, sweeps, {sid: o.mode for sid, o in objectives.items()})
+    budget = budgets(session, sweeps, specs)
+
+    def planned(s: Sweep) -> int:
+        b = budget.get(s.id)
+        return _planned(s, specs[s.id]) if b is None else b.trials_launched + b.projected_trials
+
     return [
         SweepPublic(
             **_fields(s),
             objective=objectives[s.id],
-            progress=_progress(_planned(s, specs[s.id]), counts[s.id]),
+            progress=_progress(planned(s), counts[s.id]),
             best=_best(best.get(s.id)),
+            budget=budget.get(s.id),
         )
         for s in sweeps
     ]
@@ -169,4 +190,6 @@ def sweep_public(session: Session, sweep: Sweep) -> SweepPublic:
 
 def sweep_detail(session: Session, sweep: Sweep) -> SweepDetail:
     public = sweep_public(session, sweep)
-    return SweepDetail(**public.model_dump(), spec=sweep.spec if isinstance(sweep.spec, dict) else {})
+    warm = sweep.warm_start if isinstance(sweep.warm_start, dict) and {"mode", "message"} <= set(sweep.warm_start) else None
+    return SweepDetail(**public.model_dump(), spec=sweep.spec if isinstance(sweep.spec, dict) else {},
+                       warm_start=warm, extensions=sweep.extensions or 0, optuna_study_name=sweep.optuna_study_name)

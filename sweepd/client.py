@@ -1,5 +1,5 @@
 """A small Python client for the sweepd REST API (``/api/v1``), used by ``sweepd submit``,
-``status`` and ``cancel``, and by anything else that wants to drive sweepd.
+``status``, ``cancel`` and ``extend``, and by anything else that wants to drive sweepd.
 
     from sweepd.client import SweepdClient
 
@@ -169,6 +169,29 @@ def _spec_body(spec: str | os.PathLike | Mapping[str, Any]) -> tuple[bytes, str]
     return text.encode("utf-8"), kind
 
 
+def load_space(space: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
+    """A narrowed search space for ``extend``: a mapping, or a YAML/JSON file holding one (bare,
+    under ``space:``, or a whole spec, whose ``search.space`` it takes)."""
+    if not isinstance(space, Mapping):
+        import yaml
+
+        path = Path(space)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ClientError(f"cannot read space {str(path)!r}: {err.strerror or err}") from None
+        except yaml.YAMLError as err:
+            raise ClientError(f"{path}: not YAML/JSON: {_one_line(err, 200)}") from None
+        space = data
+    if isinstance(space, Mapping) and isinstance(space.get("search"), Mapping):  # a whole spec: its space
+        space = space["search"]
+    if isinstance(space, Mapping) and isinstance(space.get("space"), Mapping):
+        space = space["space"]
+    if not isinstance(space, Mapping):
+        raise ClientError(f"a space is a mapping of search-space keys to domains, got {type(space).__name__}")
+    return dict(space)
+
+
 # ------------------------------------------------------------------------------------- client
 
 
@@ -312,6 +335,22 @@ class SweepdClient:
     def cancel(self, sweep_id: str) -> Any:
         """Ask the server to cancel the sweep (202); ConflictError when it has already finished."""
         return self._json("POST", f"{API}/sweeps/{sweep_id}/cancel")
+
+    def extend(self, sweep_id: str, *, trials: int | None = None, budget: float | None = None,
+               space: str | os.PathLike | Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Extend a finished sweep: ``trials`` more trials and/or ``budget`` more compute budget
+        (in its unit), optionally with a narrowed ``space`` (a mapping of space entries, or a
+        YAML/JSON file of one, bare or under ``space:``, or a whole spec). Returns the
+        sweep, queued again; ConflictError while it is queued or running, SpecRejected when the
+        extension is not possible (a space key outside the sweep's space is named)."""
+        body: dict[str, Any] = {}
+        if trials is not None:
+            body["trials"] = trials
+        if budget is not None:
+            body["budget"] = budget
+        if space is not None:
+            body["space"] = load_space(space)
+        return self._json("POST", f"{API}/sweeps/{sweep_id}/extend", json=body)
 
     def report(self, sweep_id: str, format: str = "json") -> Any:
         """The server's report on the sweep: a dict for ``json``, text for ``markdown``."""

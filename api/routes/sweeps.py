@@ -1,4 +1,4 @@
-"""/api/v1/sweeps: submit, list, inspect and cancel sweeps; their trials, curves, events,
+"""/api/v1/sweeps: submit, list, inspect, cancel and extend sweeps; their trials, curves, events,
 calibration and report."""
 
 from __future__ import annotations
@@ -17,19 +17,24 @@ from api.errors import R401, R404, R409, R413, R415, R422, responses
 from api.routes import API_PREFIX, READ_ERRORS, ReadSessionDep
 from api.schemas import (
     Calibration,
+    ErrorOut,
     EventList,
     EventPublic,
     ReportJson,
     SweepCurves,
     SweepDetail,
+    SweepExtend,
     SweepPage,
     SweepPublic,
     TrialList,
     TrialPublic,
 )
+from sweepd.engine import warm_start
 from sweepd.engine.finalize import result_document
+from sweepd.engine.fingerprint import fingerprint
 from sweepd.report import markdown_summary
-from sweepd.spec import Capacity
+from sweepd.service.extend import ExtendConflict, extend_sweep as extend_stored
+from sweepd.spec import Capacity, SpecError
 from sweepd.store import repo
 from sweepd.store.db import json_dumps
 from sweepd.store.models import SweepState, TrialState
@@ -83,7 +88,10 @@ async def create_sweep(request: Request, response: Response, session: SessionDep
 
     def create() -> SweepPublic:
         spec = body.validate_spec(value, data_roots=settings.resolved_data_roots, capacity=capacity)
-        sweep = repo.create_sweep(session, name=spec.name, spec=spec.to_stored())
+        problems = warm_start.check_reference(session, spec)  # search.warm_start: <sweep id>
+        if problems:
+            raise body.unprocessable(*[body.error(body.field_loc(path), msg) for path, msg in problems])
+        sweep = repo.create_sweep(session, name=spec.name, spec=spec.to_stored(), fingerprint=fingerprint(spec))
         repo.add_event(session, sweep.id, "info", f"sweep submitted with token {token.name!r}",
                        payload={"token": token.name})
         session.commit()
@@ -129,6 +137,29 @@ def cancel_sweep(sweep_id: SweepId, session: SessionDep, token: WriterDep) -> Sw
                                    "only queued or running sweeps can be cancelled")
     session.commit()
     return views.sweep_public(session, done)
+
+
+@router.post("/{sweep_id}/extend", status_code=status.HTTP_202_ACCEPTED,
+             responses=responses({400: {"model": ErrorOut, "description": "the body is not UTF-8 JSON"}},
+                                 R401, R404, R409, R422),
+             summary="Extend a finished sweep: more trials or budget, optionally a narrowed space")
+def extend_sweep(sweep_id: SweepId, extension: SweepExtend, session: SessionDep, token: WriterDep) -> SweepDetail:
+    """The same sweep goes on: its spec gets the trials or budget (and the narrowed space), it is
+    queued again, and its driver continues the same Optuna study and pruner state in a new Tune
+    run. A sweep still queued or running is a 409; a space entry outside the sweep's space, or a
+    spec that would not validate, a 422 naming the field."""
+    sweep = views.sweep_or_404(session, sweep_id)
+    try:
+        done = extend_stored(session, sweep.id, trials=extension.trials, budget=extension.budget,
+                             space=extension.space, by=f"token {token.name!r}")
+    except ExtendConflict as err:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from None
+    except SpecError as err:
+        session.rollback()
+        raise body.unprocessable(*[body.error(body.field_loc(path), msg) for path, msg in err.errors]) from None
+    session.commit()
+    return views.sweep_detail(session, done)
 
 
 @router.get("/{sweep_id}/trials", responses=READ_ERRORS, summary="A sweep's trials, in number order")

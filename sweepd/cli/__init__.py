@@ -85,6 +85,7 @@ from sweepd.cli import remote, serve, sweeps  # noqa: E402
 sweeps.register(app)
 remote.register(app)
 serve.register(app)
+from sweepd.cli import extend; extend.register(app)  # noqa: E402,E702
 
 
 def main() -> None:  # `python -m sweepd.cli` (sweepd/cli/__main__.py)

@@ -1,5 +1,5 @@
-"""`sweepd submit`, `status`, `cancel` (talk to a sweepd server over REST) and
-`sweepd token create` (writes the local database).
+"""`sweepd submit`, `status`, `cancel` (talk to a sweepd server over REST; `extend`, in extend.py,
+too) and `sweepd token create` (writes the local database).
 
 `sweepd submit SPEC --wait` is made for CI jobs. Exit codes:
 
@@ -323,6 +323,14 @@ def status(
         if ledger.get("fraction_saved") is not None:
             lines.append(f"  compute saved by stopping early: {float(ledger['fraction_saved']):.1%} "
                          f"({ledger.get('trials_stopped', 0)} trials stopped)")
+        if sweep.get("budget"):  # a compute-budget sweep: spent, left, projected
+            from sweepd.engine.budget import describe_budget
+
+            lines.append(f"  {describe_budget(sweep['budget'])}")
+        if (sweep.get("warm_start") or {}).get("message"):  # where the study's prior came from
+            lines.append(f"  {sweep['warm_start']['message']}")
+        if sweep.get("extensions"):
+            lines.append(f"  extended {sweep['extensions']} time(s) (sweepd extend)")
         if sweep.get("error"):
             lines.append(f"  error: {sweep['error']}")
         lines.append(f"  {report.dashboard_link(str(sweep.get('id')), dashboard_url or client.base_url)}")

@@ -66,8 +66,12 @@ def run(
         console.print(f"{'resuming' if resumed else 'started'} sweep {sweep_id} ({parsed.name}, {total} trials)",
                       highlight=False)
 
-    with progress:
-        result = run_local(parsed, new=new, on_progress=on_progress, on_start=on_start)
+    try:
+        with progress:
+            result = run_local(parsed, new=new, on_progress=on_progress, on_start=on_start)
+    except SpecError as err:  # search.warm_start names a sweep that cannot be used
+        console.print(f"[red]{spec}: invalid spec[/red]\n{err}", markup=True, highlight=False)
+        raise typer.Exit(2)
     text = json.dumps(result, indent=2, default=str)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from sweepd.engine.budget import TrialUse, budget_status
 from sweepd.engine.ledger import TrialCost, compute_ledger
 from sweepd.protocol import ACTIVE_SWEEP_STATES, FINISHED_TRIAL_STATES, SweepState, TrialState
 from sweepd.spec import SweepSpec
@@ -36,6 +37,10 @@ def finalize_sweep(session, spec: SweepSpec, sweep_id: str, *, models_root: Path
     best = best_trial(trials, spec.objective.mode)
     repo.set_best_trial(session, sweep_id, best.id if best else None)
     ledger = ledger_for(spec, trials)
+    budget = budget_status(spec, [TrialUse(t.number, t.state, int(t.samples), float(t.seconds), t.config or {})
+                                  for t in trials], active=False)
+    if budget is not None:  # a compute-budget sweep: what it spent of its budget
+        ledger["budget"] = budget
     if models_root is not None and best is not None:
         ledger["best_model_dir"] = _keep_only_best_model(models_root, (best.metrics_final or {}).get("model_dir"))
     repo.update_ledger(session, sweep_id, ledger, replace=True)

@@ -13,30 +13,50 @@ sweep. And when the searcher's saved state is older than the crash, a number is 
 time, as a new Optuna trial, while the trainable replays the stored result of the first (marked
 REPLAYED_KEY): that new trial is told FAIL, so the study holds each sweep trial once and TPE never
 learns a result under params that did not produce it.
+
+A compute-budget sweep (``search.compute_budget``) gives the searcher a ``BudgetGate``
+(engine/budget.py): before each suggestion it asks the store whether another trial's full cost
+fits what is left, and suggests nothing (waits) or says ``Searcher.FINISHED`` when it does not.
 """
 
 from __future__ import annotations
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from sweepd.engine.budget import FINISHED, WAIT, BudgetGate
 from sweepd.protocol import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
 
 NUMBER_ATTR = "sweepd_number"  # the sweep's trial number, on each Optuna trial
 
 
 class SweepOptunaSearch(OptunaSearch):
-    def __init__(self, *args, intermediate_key: str = "loss", time_attr: str = "samples", **kwargs):
+    def __init__(self, *args, intermediate_key: str = "loss", time_attr: str = "samples",
+                 budget: BudgetGate | None = None, first_number: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self._intermediate_key = intermediate_key
         self._time_attr = time_attr
-        self._numbered = 0
+        self._numbered = first_number - 1  # an extended sweep's new Tune run numbers on from its last trial
+        self._budget = budget
+        self._launched: dict[str, tuple[int, dict]] = {}  # trial id -> (number, params)
+
+    def running_trials(self) -> dict[int, dict]:
+        """The trials suggested and not ended yet: {number: params}."""
+        return {n: params for tid, (n, params) in self._launched.items() if tid not in self._completed_trials}
 
     def suggest(self, trial_id: str):
+        if self._budget is not None and trial_id not in self._ot_trials:
+            verdict = self._budget.verdict(self.running_trials())
+            if verdict == FINISHED:
+                return Searcher.FINISHED
+            if verdict == WAIT:
+                return None
         config = super().suggest(trial_id)
         if isinstance(config, dict):
             self._numbered += 1
+            self._launched[trial_id] = (self._numbered, config)
             config = {**config, NUMBER_KEY: self._numbered}
             self._ot_trials[trial_id].set_user_attr(NUMBER_ATTR, self._numbered)
         return config
@@ -46,6 +66,8 @@ class SweepOptunaSearch(OptunaSearch):
         return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._budget is not None:
+            self._budget.touch()
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         value, at = result.get(self._intermediate_key), result.get(self._time_attr)
@@ -56,6 +78,8 @@ class SweepOptunaSearch(OptunaSearch):
                 self._completed_trials.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._budget is not None:
+            self._budget.touch()
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         if self._finished_in_storage(trial_id):  # told before a crash; Tune replays it

@@ -15,10 +15,12 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from sweepd.engine.budget import BudgetGate
 from sweepd.engine.cancel import CancelStopper
 from sweepd.engine.recorder import DecisionWriter, StoreRecorder, trial_key
 from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
 from sweepd.engine.trainable import run_trial_in_tune
+from sweepd.engine import warm_start
 from sweepd.spec import SweepSpec
 from sweepd.engine.tune_scheduler import EarlySignalScheduler
 
@@ -41,23 +43,29 @@ def ensure_ray(address: str | None) -> None:
                  num_cpus=os.cpu_count())
 
 
-def experiment_dir(home: Path, sweep_id: str) -> Path:
-    return Path(home).resolve() / "ray" / f"sweep-{sweep_id}"
+def experiment_dir(home: Path, sweep_id: str, segment: int = 0) -> Path:
+    """The Tune experiment of a sweep's segment: 0 the first run, k > 0 its k-th extension (a
+    finished Tune run takes no more samples on restore, so an extension is a Tune run of its own on
+    the same study; the pruner's state file stays in segment 0's folder)."""
+    return Path(home).resolve() / "ray" / (f"sweep-{sweep_id}" + (f"-x{segment}" if segment else ""))
 
 
-def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path) -> tune.TuneConfig:
+def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path, *, study_name: str | None = None,
+                 first_number: int = 1) -> tune.TuneConfig:
     metric, mode = spec.objective.metric, spec.objective.mode
     grid = spec.grid_space() if spec.search.algorithm == "grid" else None
     searcher = SweepOptunaSearch(
-        sampler=make_sampler(spec.search.algorithm, spec.search.seed, grid),
-        storage=optuna_storage(db_url), study_name=f"sweepd-{sweep_id}",
+        # an extension's sampler gets a seed of its own: a random sampler must not repeat the first run
+        sampler=make_sampler(spec.search.algorithm, spec.search.seed + first_number - 1, grid),
+        storage=optuna_storage(db_url), study_name=study_name or f"sweepd-{sweep_id}", first_number=first_number,
         metric=metric, mode=mode, intermediate_key="loss", time_attr=spec.pruner_time_attr,
+        budget=BudgetGate.for_spec(spec, db_url, sweep_id),  # compute_budget: stop when spent
     )
     scheduler = EarlySignalScheduler(spec.pruner_config(), metric=metric, mode=mode,
                                      on_decision=DecisionWriter(db_url, sweep_id),
                                      state_path=experiment_dir(home, sweep_id) / "pruner_state.json",
                                      trial_key=trial_key)
-    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.planned_trials,
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.planned_trials - first_number + 1,
                            max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True)
 
 
@@ -77,10 +85,12 @@ def _trainable(spec: SweepSpec, home: Path, sweep_id: str, db_url: str):
     return tune.with_resources(fn, {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker})
 
 
-def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_address: str | None = None) -> None:
-    """Runs (or resumes) the sweep until every trial has finished. State goes to the store."""
+def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_address: str | None = None,
+              segment: int = 0, first_number: int = 1, study_name: str | None = None) -> None:
+    """Runs (or resumes) the sweep until every trial has finished. State goes to the store.
+    ``segment`` k > 0: the k-th extension, numbering its trials from ``first_number``."""
     ensure_ray(ray_address)
-    exp = experiment_dir(home, sweep_id)
+    exp = experiment_dir(home, sweep_id, segment)
     exp.parent.mkdir(parents=True, exist_ok=True)
     trainable = _trainable(spec, home, sweep_id, db_url)
     recorder = StoreRecorder(db_url, sweep_id, spec.objective.metric)
@@ -89,6 +99,15 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
         tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
+        if spec.planned_trials < first_number:
+            log.info("sweep %s: all %d trials exist; nothing to run", sweep_id, spec.planned_trials)
+            return
+        study_name = warm_start.prepare_study(spec, sweep_id=sweep_id, db_url=db_url, segment=segment,
+                                              study_name=study_name or f"sweepd-{sweep_id}")
+        tune_config = _tune_config(spec, db_url, sweep_id, home, study_name=study_name, first_number=first_number)
+        if segment == 0:  # a fresh start, before the first suggestion (a resume or an extension has its prior)
+            warm_start.warm_start(spec, sweep_id=sweep_id, db_url=db_url, study_name=study_name,
+                                  pruner=tune_config.scheduler.pruner)
         run_config = tune.RunConfig(
             name=exp.name, storage_path=str(exp.parent), verbose=0, callbacks=[recorder],
             stop=CancelStopper(db_url, sweep_id),
@@ -96,5 +115,5 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
         tuner = tune.Tuner(trainable, param_space=spec.to_tune_space(),
-                           tune_config=_tune_config(spec, db_url, sweep_id, home), run_config=run_config)
+                           tune_config=tune_config, run_config=run_config)
     tuner.fit()

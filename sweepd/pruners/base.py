@@ -27,7 +27,7 @@ class Decision:
     trial_id: str
     action: Action
     pruner: str  # "asha" | "median"
-    signal: str  # "grad_norm" | "loss" | "paper" | "objective" | "calibrated"
+    signal: str  # "grad_norm" | "loss" | "paper" | "objective" | "calibrated" | "learned"
     rung: int  # index of the rung (0 = the first, at `grace`)
     rung_time: float  # where the rung is on the time axis, e.g. 2048 samples
     time_attr: str  # "samples" | "steps"
@@ -78,6 +78,16 @@ class Pruner:
 
     def set_objective(self, metric: str | None, mode: str | None) -> None:
         """The sweep's objective metric and mode, when they are known only later (Ray)."""
+
+    def add_history(self, sweep_id: str, trials: list[dict]) -> int:
+        """Earlier sweeps' curves, ``[{"curve": [report, ...], "objective": float | None}]``:
+        evidence for the ``learned`` signal (``sweepd.pruners.rungs``). Returns how many trials
+        were taken: 0 here and for every other signal, which ignore history."""
+        return 0
+
+    def history_summary(self) -> dict[str, int]:
+        """How much history was given: ``{"sweeps": 2, "trials": 31, "curves": 40}``."""
+        return {"sweeps": 0, "trials": 0, "curves": 0}
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state, so that a resumed sweep keeps its rungs."""

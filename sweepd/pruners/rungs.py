@@ -1,17 +1,33 @@
 """What the rung-based pruners (ASHA, median) share: the time axis, the per-trial smoothing
-windows, the inputs recorded at each rung, the finished trials' objectives, and their state.
+windows, the inputs recorded at each rung, the finished trials' objectives, earlier sweeps'
+curves (for the ``learned`` signal), and their state.
 
 A subclass says where its rungs are (``rung_time``) and how a cohort is judged (``_judge``).
+
+History (earlier sweeps of the same fingerprint), for the ``learned`` signal::
+
+    pruner.add_history("sweep-41", [{"curve": [report, ...], "objective": 1.87}, ...])
+    pruner.history_summary()  # {"sweeps": 1, "trials": 1, "curves": 1}
+
+``add_history`` returns how many trials it took (0: this pruner ignores history).
+
+A report is what ``on_result`` receives (``step``, ``samples``, ``loss``, ``grad_norm``, maybe
+the objective metric), in time order; the pruner replays each curve through its own window and
+smoother and keeps the inputs at its own rungs (not the curve) plus the final objective (None:
+the trial did not finish; its curve then teaches nothing). Adding a sweep id again replaces it.
+With any other signal ``add_history`` does nothing. Call it once the objective metric is known
+(``set_objective`` to another metric forgets the interim evals read from earlier curves).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sweepd.pruners.base import Decision, Pruner, finite, fmt_num
-from sweepd.pruners.signals import SIGNALS, SMOOTHERS, TrialWindow, make_signal
+from sweepd.pruners.signals import OBJECTIVE, SIGNALS, SMOOTHERS, TrialWindow, make_signal
 
 # time_attr -> the key the trainer reports it under
 TIME_KEYS = {"samples": "samples", "steps": "step"}
@@ -71,6 +87,12 @@ class RungPruner(Pruner):
         self._windows: dict[str, TrialWindow] = {}  # live trials only
         self._finals: dict[str, float] = {}  # final objective of trials that finished
         self._stopped: set[str] = set()
+        # learned signal only: sweep id -> [{"rungs": [inputs at each rung], "objective": y}]
+        # (inputs only, never the curves: the Tune adapter pickles the pruner, and saves its
+        # state after every decision)
+        self._history: dict[str, list[dict]] = {}
+        self._history_metric = metric  # the metric the history's interim evals were read as
+        self._version = [0, 0]  # bumped when finals / history change: the signal's cache key
 
     # ---- subclass hooks ---------------------------------------------------------------------
 
@@ -133,8 +155,8 @@ class RungPruner(Pruner):
         window = self._windows.get(trial_id)
         if window is None:
             window = self._windows[trial_id] = TrialWindow(self.window, self.smooth)
-        window.add(result, self.metric)
         now = finite(result.get(TIME_KEYS[self.time_attr]))
+        window.add(result, self.metric, now)
         if now is None:
             return []
         decisions: list[Decision] = []
@@ -145,7 +167,7 @@ class RungPruner(Pruner):
             if trial_id not in recorded:
                 if not all(window.has(f) for f in self.signal.needs):
                     break  # e.g. no eval yet for `objective`: judged when it arrives
-                recorded[trial_id] = window.snapshot()
+                recorded[trial_id] = window.snapshot(slopes=self.signal.slopes)
                 decision = self._decide(trial_id, index, now)
                 decisions.append(decision)
                 if decision.stop:
@@ -157,8 +179,13 @@ class RungPruner(Pruner):
     def _decide(self, trial_id: str, index: int, now: float) -> Decision:
         recorded = self._rungs[index]
         ids = list(recorded)
-        history = [(recorded[t], self._finals[t]) for t in ids if t in self._finals]
-        raw, detail = self.signal.scores([recorded[t] for t in ids], history)
+        if self.signal.learns:
+            raw, detail = self.signal.rung_scores(
+                index, ids, self._rungs, self._finals, self._history, tuple(self._version)
+            )
+        else:
+            history = [(recorded[t], self._finals[t]) for t in ids if t in self._finals]
+            raw, detail = self.signal.scores([recorded[t] for t in ids], history)
         scores = {t: (math.inf if math.isnan(s) else s) for t, s in zip(ids, raw)}
         values = dict(recorded[trial_id])
         what = self.signal.describe(values, scores[trial_id], detail)
@@ -192,6 +219,7 @@ class RungPruner(Pruner):
         # A stopped trial's "final" value is partial: it must not teach `calibrated` anything.
         if trial_id not in self._stopped and value is not None:
             self._finals[trial_id] = value
+            self._version[0] += 1
 
     def on_trial_remove(self, trial_id: str) -> None:
         self._windows.pop(trial_id, None)
@@ -203,6 +231,74 @@ class RungPruner(Pruner):
         if metric:
             self.metric = metric
         self.signal = self._make_signal()
+        if self._history and self.metric != self._history_metric:
+            # The earlier curves' interim evals were read under another metric's name: forget
+            # them (the curves are not kept). Call add_history once the objective is known.
+            for trial in (t for sweep in self._history.values() for t in sweep):
+                for inputs in trial["rungs"]:
+                    inputs[OBJECTIVE] = None
+            self._history_metric = self.metric
+            self._version[1] += 1
+
+    # ---- history (the learned signal) -------------------------------------------------------
+
+    def add_history(self, sweep_id: str, trials: list[dict]) -> int:
+        """An earlier sweep's trials, ``[{"curve": [report, ...], "objective": float | None}]``,
+        as evidence for the ``learned`` signal (module docstring). Returns how many trials it
+        took: all of them, or 0 with any other signal (which ignores history)."""
+        if not self.signal.learns:
+            return 0
+        if not isinstance(sweep_id, str) or not sweep_id:
+            raise ValueError(f"sweep_id must be a non-empty string, got {sweep_id!r}")
+        if not isinstance(trials, (list, tuple)):
+            raise ValueError(f"history of {sweep_id!r} must be a list of trials, got {trials!r}")
+        recorded = []
+        for i, trial in enumerate(trials):
+            curve = trial.get("curve") if isinstance(trial, Mapping) else None
+            if not isinstance(curve, (list, tuple)):
+                raise ValueError(
+                    f"history of {sweep_id!r}, trial {i}: expected {{'curve': [report, ...], "
+                    f"'objective': float | None}}, got {_short(trial)}"
+                )
+            rungs = self._replay(sweep_id, i, curve)
+            recorded.append({"rungs": rungs, "objective": finite(trial.get("objective"))})
+        self._history[sweep_id] = recorded
+        self._history_metric = self.metric
+        self._version[1] += 1
+        return len(recorded)
+
+    def history_summary(self) -> dict[str, int]:
+        """``sweeps``: earlier sweeps given; ``trials``: their trials with a final objective
+        (the ones that teach); ``curves``: all their trials."""
+        trials = [t for sweep in self._history.values() for t in sweep]
+        return {
+            "sweeps": len(self._history),
+            "trials": sum(t["objective"] is not None for t in trials),
+            "curves": len(trials),
+        }
+
+    def _replay(self, sweep_id: str, i: int, curve) -> list[dict]:
+        """The inputs this pruner would have recorded at each of its rungs for ``curve``: the
+        crossing logic of ``on_result_all``, without the decisions."""
+        window = TrialWindow(self.window, self.smooth)
+        time_key, out = TIME_KEYS[self.time_attr], []
+        for result in curve:
+            if not isinstance(result, Mapping):
+                raise ValueError(
+                    f"history of {sweep_id!r}, trial {i}: a report must be a mapping, "
+                    f"got {_short(result)}"
+                )
+            now = finite(result.get(time_key))
+            window.add(result, self.metric, now)
+            if now is None:
+                continue
+            while self.has_rung(len(out)) and self.rung_time(len(out)) <= now:
+                if not all(window.has(f) for f in self.signal.needs):
+                    break
+                out.append(window.snapshot(slopes=self.signal.slopes))
+            if not self.has_rung(len(out)):
+                break  # past the last rung: the rest of the curve is never looked at
+        return out
 
     def _make_signal(self):
         return make_signal(
@@ -219,6 +315,9 @@ class RungPruner(Pruner):
             "finals": dict(self._finals),
             "stopped": sorted(self._stopped),
             "windows": {t: w.state() for t, w in self._windows.items()},
+            "history": {s: [dict(t, rungs=[dict(r) for r in t["rungs"]]) for t in trials]
+                        for s, trials in self._history.items()},  # fmt: skip
+            "history_metric": self._history_metric,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -239,6 +338,13 @@ class RungPruner(Pruner):
         for trial_id, window_state in state["windows"].items():
             window = self._windows[trial_id] = TrialWindow(self.window, self.smooth)
             window.load(window_state)
+        self._history = {
+            sweep: [{"rungs": [dict(r) for r in t["rungs"]], "objective": t["objective"]}
+                    for t in trials]
+            for sweep, trials in (state.get("history") or {}).items()
+        }  # fmt: skip
+        self._history_metric = state.get("history_metric", self.metric)
+        self.signal = self._make_signal()  # what it cached was learned from the old state
 
 
 # ---- argument checks (the bad value goes in the message) ------------------------------------
@@ -261,6 +367,11 @@ def _int_at_least(name: str, value: Any, low: int) -> None:
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
     if value not in options:
         raise ValueError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _tidy(value: float) -> float:

@@ -13,6 +13,9 @@ always counts as the worst value, whatever the direction.
 - ``calibrated`` learns each feature's direction and weight from the sweep's own finished
                  trials (Spearman rho with the final objective, per rung); ``paper`` until
                  ``min_completed`` trials have finished
+- ``learned``    loss, grad norm, their slopes over the window and an interim objective,
+                 weighted by what rung-to-rung pairs, finished trials and earlier sweeps say;
+                 the ``loss`` prior until there is evidence (``sweepd.pruners.learned``)
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from sweepd.pruners.base import finite, fmt_num
 
 FEATURES = ("loss", "grad_norm")  # reported every step, smoothed over a window
 OBJECTIVE = "objective"  # the latest reported value of the objective metric, not smoothed
-SIGNALS = ("grad_norm", "loss", "paper", "objective", "calibrated")
+SIGNALS = ("grad_norm", "loss", "paper", "objective", "calibrated", "learned")
 SMOOTHERS = ("median", "mean")
 _LABELS = {"grad_norm": "grad norm", "loss": "loss"}
+SLOPE = "_slope"  # a snapshot's "loss_slope": the feature's slope over the window, per time unit
 _PAPER_WEIGHTS = {"grad_norm": 1.0, "loss": -1.0}  # + : lower ranks better, - : higher does
 
 
@@ -36,7 +40,8 @@ _PAPER_WEIGHTS = {"grad_norm": 1.0, "loss": -1.0}  # + : lower ranks better, - :
 
 
 class TrialWindow:
-    """The last ``size`` values of each feature for one trial (bounded), and its latest objective.
+    """The last ``size`` values of each feature for one trial (bounded), the times they were
+    reported at (for slopes), and its latest objective.
 
     Non-finite values are kept as +inf, so a median over the window shrugs off one spike while a
     run that stays diverged scores as the worst.
@@ -45,12 +50,15 @@ class TrialWindow:
     def __init__(self, size: int, smooth: str = "median"):
         self.smooth = smooth
         self.values: dict[str, deque[float]] = {f: deque(maxlen=size) for f in FEATURES}
+        self.times: dict[str, deque[float | None]] = {f: deque(maxlen=size) for f in FEATURES}
         self.objective: float | None = None  # None: never reported; inf: non-finite
 
-    def add(self, result: dict, metric: str) -> None:
+    def add(self, result: dict, metric: str, time: float | None = None) -> None:
+        """``time``: where the report is on the pruner's time axis (None: unknown)."""
         for feature in FEATURES:
             if result.get(feature) is not None:
                 self.values[feature].append(_inf_if_bad(result[feature]))
+                self.times[feature].append(finite(time))
         if result.get(metric) is not None:
             self.objective = _inf_if_bad(result[metric])
 
@@ -59,30 +67,60 @@ class TrialWindow:
             return self.objective is not None
         return bool(self.values[feature])
 
-    def snapshot(self) -> dict[str, float | None]:
-        """The inputs recorded at a rung: smoothed features and the latest objective."""
+    def slope(self, feature: str) -> float | None:
+        """The feature's slope over the window per time unit (None: fewer than 2 finite points
+        at distinct times): the median of the pairwise slopes (Theil-Sen, so one spike does not
+        tip it) with the median smoother, the least-squares slope with the mean one."""
+        points = [(t, v) for t, v in zip(self.times[feature], self.values[feature])
+                  if t is not None and math.isfinite(v)]  # fmt: skip
+        return window_slope(points, self.smooth)
+
+    def snapshot(self, slopes: bool = False) -> dict[str, float | None]:
+        """The inputs recorded at a rung: smoothed features (and, with ``slopes``, their slopes
+        over the window) and the latest objective."""
         out: dict[str, float | None] = {}
         for feature, window in self.values.items():
             if window:
                 out[feature] = finite(smoothed(window, self.smooth))
             else:
                 out[feature] = None
+        if slopes:
+            for feature in FEATURES:
+                out[feature + SLOPE] = finite(self.slope(feature))
         out[OBJECTIVE] = finite(self.objective)
         return out
 
     def state(self) -> dict[str, Any]:
         return {
             "values": {f: [finite(v) for v in w] for f, w in self.values.items()},
+            "times": {f: list(w) for f, w in self.times.items()},
             "objective": None if self.objective is None else finite(self.objective),
             "objective_seen": self.objective is not None,
         }
 
     def load(self, state: dict[str, Any]) -> None:
+        times = state.get("times") or {}  # a state saved before slopes has none
         for feature, values in state["values"].items():
             self.values[feature].clear()
             self.values[feature].extend(math.inf if v is None else v for v in values)
+            self.times[feature].clear()
+            self.times[feature].extend(times.get(feature) or [None] * len(values))
         seen, value = state["objective_seen"], state["objective"]
         self.objective = (math.inf if value is None else value) if seen else None
+
+
+def window_slope(points: list[tuple[float, float]], how: str) -> float | None:
+    """Slope of (time, value) points: Theil-Sen for ``median``, least squares for ``mean``."""
+    if how == "median":
+        slopes = [(v2 - v1) / (t2 - t1) for i, (t1, v1) in enumerate(points)
+                  for t2, v2 in points[i + 1 :] if t2 != t1]  # fmt: skip
+        return statistics.median(slopes) if slopes else None
+    if len(points) < 2:
+        return None
+    mt = statistics.fmean(t for t, _ in points)
+    mv = statistics.fmean(v for _, v in points)
+    stt = sum((t - mt) ** 2 for t, _ in points)
+    return None if stt == 0 else sum((t - mt) * (v - mv) for t, v in points) / stt
 
 
 def smoothed(values: Any, how: str) -> float:
@@ -151,6 +189,8 @@ class Signal:
 
     name = ""
     needs: tuple[str, ...] = ()  # inputs a trial must have reported before it can be judged
+    slopes = False  # True: the pruner records the features' window slopes at each rung
+    learns = False  # True: scored by ``rung_scores`` with the pruner's whole evidence (learned)
 
     def scores(
         self, cohort: list[dict], history: list[tuple[dict, float]]
@@ -265,6 +305,10 @@ def make_signal(
         return ValueSignal("objective", OBJECTIVE, _label(metric), lower_is_better=mode == "min")
     if name == "calibrated":
         return CalibratedSignal(metric, mode, min_completed)
+    if name == "learned":
+        from sweepd.pruners.learned import LearnedSignal  # it builds on this module
+
+        return LearnedSignal(metric, mode, min_completed)
     raise ValueError(f"signal must be one of {', '.join(SIGNALS)}; got {name!r}")
 
 

@@ -6,7 +6,11 @@ Two ways in, one way through:
 - `run_local`: `sweepd run SPEC` (no server) drives in the CLI's own process. Running the same spec
   again after the driver died resumes that sweep (same name, same spec, its driver gone): finished
   trials are not rerun. `--new` starts a fresh one.
-Both go through `drive`, which runs the sweep under Ray Tune (engine/tuner.py) and finalizes it.
+- `extend_local`: `sweepd extend ID --local` extends a finished sweep (sweepd/service/extend.py)
+  and drives it here; run again without an amount, it resumes an extension whose driver died.
+All go through `drive`, which runs the sweep under Ray Tune (engine/tuner.py) and finalizes it. An
+extended sweep runs its newest segment (a Tune run of its own on the same study, numbering trials
+on from the last one).
 
 A driver names itself "pid@host" (`driver_name`); that is what the sweep's `controller` column holds
 (the column and the API field keep their old name), and what `driver_alive` checks.
@@ -24,12 +28,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from sweepd.engine import warm_start
+from sweepd.engine.fingerprint import fingerprint
 from sweepd.engine.finalize import finalize_sweep
 from sweepd.engine.search import close_orphaned_trials
 from sweepd.engine.tuner import models_dir, run_sweep
 from sweepd.protocol import ACTIVE_SWEEP_STATES, SweepState
 from sweepd.settings import get_settings
-from sweepd.spec import SweepSpec
+from sweepd.spec import SpecError, SweepSpec
 from sweepd.store import repo
 from sweepd.store.db import make_engine, session_scope
 from sweepd.store.migrate import upgrade
@@ -80,13 +86,19 @@ def drive(engine, db_url: str, sweep_id: str, spec: SweepSpec, *, on_progress=No
     with session_scope(engine) as s:
         repo.set_sweep_state(s, sweep_id, SweepState.running, only_from=ACTIVE_SWEEP_STATES)
         repo.heartbeat(s, sweep_id, controller=driver_name())
+        sweep = repo.get_sweep(s, sweep_id)
+        segment, study = sweep.extensions or 0, sweep.optuna_study_name or f"sweepd-{sweep_id}"
+        last = max((t.number for t in repo.list_trials(s, sweep_id)), default=0)
     beat = Heartbeat(engine, sweep_id, on_progress)
     beat.start()
     try:
-        run_sweep(spec, sweep_id=sweep_id, db_url=db_url, home=home, ray_address=settings.ray_address)
+        run_sweep(spec, sweep_id=sweep_id, db_url=db_url, home=home, ray_address=settings.ray_address,
+                  segment=segment, first_number=last + 1 if segment else 1, study_name=study)
     finally:
         beat.stop()
-    close_orphaned_trials(db_url, f"sweepd-{sweep_id}")
+    with session_scope(engine) as s:  # an extension may have moved to a study of its own
+        study = repo.get_sweep(s, sweep_id).optuna_study_name or study
+    close_orphaned_trials(db_url, study)
     with session_scope(engine) as s:
         return finalize_sweep(s, spec, sweep_id,
                               models_root=models_dir(home, sweep_id) if spec.save_best_model else None)
@@ -105,11 +117,43 @@ def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=
         sweep = None if new else find_resumable(s, doc)
         resumed = sweep is not None
         if sweep is None:
-            sweep = repo.create_sweep(s, name=spec.name, spec=doc)
+            problems = warm_start.check_reference(s, spec)  # search.warm_start: <sweep id>
+            if problems:
+                raise SpecError(problems)
+            sweep = repo.create_sweep(s, name=spec.name, spec=doc, fingerprint=fingerprint(spec))
         repo.heartbeat(s, sweep.id, controller=driver_name())
         sweep_id = sweep.id
     if on_start:
         on_start(sweep_id, resumed)
+    return drive(engine, db_url, sweep_id, spec, on_progress=on_progress)
+
+
+def extend_local(sweep_id: str, *, trials: int | None = None, budget: float | None = None, space=None,
+                 on_progress=None, on_start=None) -> dict:
+    """`sweepd extend ID --local`: extend the finished sweep in the local store and drive it here.
+    Without an amount, a sweep left queued or running by a driver that died (an extension cut
+    short) is driven on instead. ``on_start(sweep_id, spec, resumed)`` is called once it is known.
+    Raises repo.NotFound, ExtendConflict or SpecError."""
+    from sweepd.service.extend import ExtendConflict, extend_sweep
+
+    settings = get_settings()
+    db_url = settings.resolved_database_url
+    Path(settings.home).mkdir(parents=True, exist_ok=True)
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    with session_scope(engine) as s:
+        sweep = repo.get_sweep(s, sweep_id)
+        if sweep is None:
+            raise repo.NotFound(f"no sweep {sweep_id!r}")
+        resumed = sweep.state in ACTIVE_SWEEP_STATES and trials is None and budget is None and not space
+        if resumed and driver_alive(sweep.controller):
+            raise ExtendConflict(f"sweep {sweep_id!r} is {sweep.state}, driven by {sweep.controller}")
+        if not resumed:
+            sweep = extend_sweep(s, sweep_id, trials=trials, budget=budget, space=space, by="sweepd extend --local")
+        repo.heartbeat(s, sweep_id, controller=driver_name())
+        spec = SweepSpec.from_stored(sweep.spec)
+    if on_start:
+        on_start(sweep_id, spec, resumed)
     return drive(engine, db_url, sweep_id, spec, on_progress=on_progress)
 
 

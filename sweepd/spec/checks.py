@@ -139,6 +139,28 @@ def check_pruner_grace(s: Sections, ctx: Context) -> Iterator[Problem]:
                                    f"({tidy(longest):,} {unit} at most): no trial could ever be stopped")
 
 
+def check_compute_budget(s: Sections, ctx: Context) -> Iterator[Problem]:
+    """A compute budget in GPU hours needs GPUs; one in samples buys at least one whole trial (the
+    sweep launches a trial only when its full cost fits what is left: sweepd/engine/budget.py)."""
+    cb = s.search.compute_budget if s.search is not None else None
+    if cb is None:
+        return
+    if cb.gpu_hours is not None:
+        if s.resources is not None and s.resources.gpus_per_worker == 0:
+            yield "search.compute_budget.gpu_hours", (
+                "a budget in GPU hours needs GPUs, but resources.gpus_per_worker is 0 (a CPU-only sweep): "
+                "give search.compute_budget in samples")
+        return
+    if s.budget is None:
+        return
+    n_train = count_lines([f.path for f in s.data.train]) if s.data is not None and ctx.check_paths else None
+    budgets = budgets_of(s.budget, s.domains)
+    fulls = [full_budget(budgets, b, "samples", n_train) for b in s.candidates(BATCH) if isinstance(b, int) and b >= 1]
+    if budgets and fulls and all(f is not None for f in fulls) and cb.samples < max(fulls):
+        yield "search.compute_budget", (f"{cb.samples:,} samples is less than one full trial "
+                                        f"({tidy(max(fulls)):,} samples at most): no trial could start")
+
+
 def check_data_paths(s: Sections, ctx: Context) -> Iterator[Problem]:
     """Each data file exists inside the data roots (with ``check_paths``)."""
     if s.data is None:
@@ -180,6 +202,7 @@ CHECKS: tuple[Check, ...] = (
     check_objective_metric,
     check_pruner_signal,
     check_pruner_grace,
+    check_compute_budget,
     check_data_paths,
     check_model_path,
     check_capacity,

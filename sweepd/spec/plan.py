@@ -154,6 +154,8 @@ def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES) -> dict[
             "algorithm": spec.search.algorithm,
             "num_trials": spec.search.num_trials,
             "planned_trials": trials,
+            "compute_budget": (spec.search.compute_budget.model_dump(exclude_none=True)
+                               if spec.search.compute_budget is not None else None),
             "max_concurrent": spec.search.max_concurrent,
             "seed": spec.search.seed,
         },
@@ -210,6 +212,9 @@ def format_plan(plan: dict[str, Any]) -> str:
     trials = f"{s['planned_trials']} trials" + (
         f" (num_trials {s['num_trials']}, capped by the grid)" if s["planned_trials"] != s["num_trials"] else ""
     )
+    if s.get("compute_budget"):  # budget-first: trials are bought until the budget is spent
+        spend = ", ".join(f"{_n(v)} {k.replace('_', ' ')}" for k, v in s["compute_budget"].items())
+        trials = f"trials until {spend} are spent (at most {s['planned_trials']})"
     lines = [
         f"sweep {plan['name']}: model {plan['model']}",
         f"search: {s['algorithm']}, {trials}, {s['max_concurrent']} at a time, seed {s['seed']}",
@@ -259,11 +264,14 @@ def format_plan(plan: dict[str, Any]) -> str:
             for r in plan["batches"]:
                 lines.append(f"    batch {r['effective_batch_size']:>5}: at steps {', '.join(map(str, r['rung_steps']))}")
     c = plan["compute"]
-    lines += [
-        "",
-        f"maximum compute (every trial at full budget): {_n(c['max_samples'])} samples, "
-        f"{_approx(c['max_tokens'])} tokens",
-    ]
+    if s.get("compute_budget"):
+        lines += ["", "maximum compute: the compute budget (no trial starts unless its full budget still fits)"]
+    else:
+        lines += [
+            "",
+            f"maximum compute (every trial at full budget): {_n(c['max_samples'])} samples, "
+            f"{_approx(c['max_tokens'])} tokens",
+        ]
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ pruner class's own default (``sweepd.pruners``), so no default is written here.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sweepd.pruners import DEFAULT_PRUNER_TYPE, PRUNERS, Pruner, make_pruner, option_defaults
 from sweepd.pruners.rungs import TIME_KEYS
 from sweepd.pruners.signals import SIGNALS, SMOOTHERS
-from sweepd.spec.budget import tidy
+from sweepd.spec.budget import BUDGET_TRIAL_CAP, ComputeBudget, tidy
+
+WARM_START_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")  # search.warm_start: a sweep id
 
 # metric -> its natural mode (the default when `objective.mode` is left out)
 METRICS: dict[str, str] = {"eval_loss": "min", "mc_accuracy": "max", "exact_match": "max", "train_loss": "min"}
@@ -37,10 +40,31 @@ def one_of(value: str, known, what: str) -> str:
 
 class SearchSpec(Strict):
     algorithm: Literal["tpe", "random", "grid"] = "tpe"
-    num_trials: Annotated[int, Field(ge=1, le=10_000)] = 10
+    num_trials: Annotated[int, Field(ge=1, le=10_000)] = Field(10, description=(
+        f"trials to run; with compute_budget, the most trials it may buy (default then {BUDGET_TRIAL_CAP})"))
+    compute_budget: ComputeBudget | None = Field(None, description=(
+        "run trials until this much compute is spent: {samples: N} (or a plain N), or {gpu_hours: H}"))
     max_concurrent: Annotated[int, Field(ge=1, le=1_000)] = 1
     seed: int = 0
     space: dict[str, Any] = Field(description="key -> {choice|uniform|loguniform|int: ...} or a plain value")
+    warm_start: str = Field("previous", description=(
+        "previous: seed the study and the pruner from the newest succeeded sweep with the same name and "
+        "fingerprint (model, data content, objective); a sweep id: from that sweep; none: a cold start"))
+
+    @field_validator("warm_start")
+    @classmethod
+    def _warm_start(cls, v: str) -> str:
+        if v in ("previous", "none") or WARM_START_ID.match(v):
+            return v
+        raise ValueError(f"expected previous, none or a sweep id (letters, digits, '-', '_'), got {v!r}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_caps_trials(cls, data: Any) -> Any:
+        """A compute budget without num_trials: num_trials is only the cap BUDGET_TRIAL_CAP."""
+        if isinstance(data, dict) and data.get("compute_budget") is not None and "num_trials" not in data:
+            return {**data, "num_trials": BUDGET_TRIAL_CAP}
+        return data
 
 
 _CLASS_DEFAULT = "default: the pruner class's own (sweepd.pruners)"

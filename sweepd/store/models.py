@@ -118,6 +118,15 @@ class Sweep(Base):
     best_trial_id: Mapped[str | None] = mapped_column(String(64))
     ledger: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     optuna_study_name: Mapped[str | None] = mapped_column(String(200))
+    # sha256 of the model, the data files' contents and the objective (sweepd/engine/fingerprint.py):
+    # sweeps with the same name and fingerprint may warm-start from each other.
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # Where the study's prior came from (a sweep id; None: a cold start, or not started yet) and
+    # what was taken from it: {"mode", "source", "trials_added", "curves", "message", ...}.
+    warm_started_from: Mapped[str | None] = mapped_column(String(32))
+    warm_start: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # How often the sweep was extended (`sweepd extend`); segment k > 0 runs as its own Tune run.
+    extensions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     trials: Mapped[list[Trial]] = relationship(
         back_populates="sweep",
@@ -127,7 +136,8 @@ class Sweep(Base):
     )
 
     __table_args__ = (Index("ix_sweepd_sweeps_state_created_at", "state", "created_at"),
-                      Index("ix_sweepd_sweeps_created_at", "created_at"))
+                      Index("ix_sweepd_sweeps_created_at", "created_at"),
+                      Index("ix_sweepd_sweeps_fingerprint_name", "fingerprint", "name"))
 
     def __repr__(self) -> str:
         return f"Sweep(id={self.id!r}, name={self.name!r}, state={self.state!r})"

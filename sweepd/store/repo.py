@@ -91,8 +91,10 @@ def create_sweep(
     spec: Mapping[str, Any],
     id: str | None = None,
     optuna_study_name: str | None = None,
+    fingerprint: str | None = None,
 ) -> Sweep:
-    """A new sweep in state ``queued``. Its Optuna study name defaults to ``sweepd-<id>``."""
+    """A new sweep in state ``queued``. Its Optuna study name defaults to ``sweepd-<id>``;
+    ``fingerprint``: see sweepd/engine/fingerprint.py."""
     sweep_id = id or new_id()
     sweep = Sweep(
         id=sweep_id,
@@ -101,6 +103,8 @@ def create_sweep(
         spec=dict(spec),
         ledger={},
         optuna_study_name=optuna_study_name or f"sweepd-{sweep_id}",
+        fingerprint=fingerprint,
+        extensions=0,
         created_at=utcnow(),
     )
     session.add(sweep)
@@ -237,6 +241,69 @@ def set_best_trial(session: Session, sweep_id: str, trial_id: str | None) -> Non
             raise NotFound(f"no trial {trial_id!r} in sweep {sweep_id!r}")
     sweep.best_trial_id = trial_id
     session.flush()
+
+
+# ------------------------------------------------------------------- warm starts, extensions
+
+
+def previous_sweep(session: Session, *, name: str, fingerprint: str | None, exclude: str | None = None) -> Sweep | None:
+    """The most recently finished succeeded sweep with this name and fingerprint (other than
+    ``exclude``), or None. A sweep without a fingerprint has no previous one."""
+    if not fingerprint:
+        return None
+    stmt = select(Sweep).where(Sweep.name == name, Sweep.fingerprint == fingerprint,
+                               Sweep.state == SweepState.succeeded.value)
+    if exclude is not None:
+        stmt = stmt.where(Sweep.id != exclude)
+    stmt = stmt.order_by(Sweep.finished_at.desc(), Sweep.created_at.desc(), Sweep.id.desc()).limit(1)
+    return session.scalars(stmt).first()
+
+
+def record_warm_start(session: Session, sweep_id: str, *, source: str | None, details: Mapping[str, Any]) -> Sweep:
+    """Store where the sweep's prior came from (``source``: a sweep id, None for a cold start)
+    and what was taken from it."""
+    sweep = _require_sweep(session, sweep_id)
+    sweep.warm_started_from = source
+    sweep.warm_start = dict(details)
+    session.flush()
+    return sweep
+
+
+def set_study_name(session: Session, sweep_id: str, study_name: str) -> None:
+    sweep = _require_sweep(session, sweep_id)
+    sweep.optuna_study_name = study_name
+    session.flush()
+
+
+def extend_sweep(
+    session: Session,
+    sweep_id: str,
+    spec: Mapping[str, Any],
+    *,
+    message: str,
+    payload: Mapping[str, Any] | None = None,
+) -> Sweep | None:
+    """Queue a finished sweep again with ``spec`` (more trials or budget, maybe a narrowed
+    space): state ``queued``, one more extension, no finish time, error or chosen best trial
+    (the driver picks them again). A compare-and-set: None when the sweep is not finished
+    (NotFound when there is no such sweep). Records a ``state`` event with ``message``."""
+    terminal = [s.value for s in SweepState if s.terminal]
+    stmt = (
+        update(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.state.in_(terminal))
+        .values(state=SweepState.queued.value, spec=dict(spec), extensions=Sweep.extensions + 1,
+                finished_at=None, error=None, best_trial_id=None, heartbeat_at=None, controller=None)
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(stmt).rowcount == 0:
+        _require_sweep(session, sweep_id)
+        return None
+    sweep = session.get(Sweep, sweep_id)
+    assert sweep is not None
+    session.refresh(sweep)
+    add_event(session, sweep_id, EventKind.state, message,
+              payload={"state": SweepState.queued.value, "extension": sweep.extensions, **(payload or {})})
+    return sweep
 
 
 # ------------------------------------------------------------------------------------ trials

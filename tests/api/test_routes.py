@@ -28,7 +28,7 @@ from api.dashboard import router as dashboard_router
 from api.deps import require_reader, require_writer
 from sweepd.settings import Settings, get_settings
 from sweepd.store import repo, session_scope
-from tests.api.factories import API, Api, Seeded, seed, spec_dict, start
+from tests.api.factories import API, Api, Seeded, make_sweep, seed, spec_dict, start
 
 try:  # FastAPI >= 0.165 keeps included routers as branches of app.routes; this flattens them
     from fastapi.routing import iter_route_contexts
@@ -141,6 +141,8 @@ def call(api: Api, method: str, path: str, headers: dict[str, str] | None = None
     if method == "POST" and path.endswith("/sweeps") and "content" not in kw:
         kw = {"content": json.dumps(spec_dict(api.data)), **kw}
         headers = {"Content-Type": "application/json", **(headers or {})}
+    if method == "POST" and path.endswith("/extend") and "content" not in kw:
+        kw = {"json": {"trials": 2}, **kw}
     return api.client.request(method, path, headers=headers or {}, **kw)
 
 
@@ -154,7 +156,8 @@ def test_the_route_table_classifies_every_route(api: Api):
         "routes the table cannot classify: give each a require_reader/require_writer dependency "
         "(api/deps.py ReaderDep/WriterDep), or add it to PUBLIC on purpose:\n  " + "\n  ".join(UNCLASSIFIED))
     assert KNOWN_TOKEN_ROUTES <= {(r.method, r.path) for r in ROUTES}
-    assert {(r.method, r.path) for r in WRITES} == {("POST", f"{API}/sweeps"), ("POST", f"{API}/sweeps/{{sweep_id}}/cancel")}
+    assert {(r.method, r.path) for r in WRITES} == {("POST", f"{API}/sweeps"), ("POST", f"{API}/sweeps/{{sweep_id}}/cancel"),
+                                                    ("POST", f"{API}/sweeps/{{sweep_id}}/extend")}
     stale = set(PUBLIC) - {(r.method, r.path) for r in TABLE if r.auth == "public"}
     assert not stale, f"PUBLIC lists routes the app no longer has: {sorted(stale)}"
     # the app under test (the API without the dashboard) has exactly the table's token routes
@@ -165,13 +168,16 @@ def test_the_route_table_classifies_every_route(api: Api):
 
 
 def test_every_route_succeeds(api: Api, seeded: Seeded):
+    finished = make_sweep(api.sessions, api.data, state="succeeded")  # what extend takes
     for route in ROUTES:
-        r = call(api, route.method, url(route.path, seeded), headers=api.auth)
+        sweep = finished if route.path.endswith("/extend") else None
+        r = call(api, route.method, url(route.path, seeded, sweep=sweep), headers=api.auth)
         assert r.status_code == route.status_code, (route, r.text)
         assert r.headers["content-type"].startswith("application/json"), route
     # the status codes the table read from the routes are the API's documented ones
     assert {(r.method, r.path): r.status_code for r in WRITES} == {
-        ("POST", f"{API}/sweeps"): 201, ("POST", f"{API}/sweeps/{{sweep_id}}/cancel"): 202}
+        ("POST", f"{API}/sweeps"): 201, ("POST", f"{API}/sweeps/{{sweep_id}}/cancel"): 202,
+        ("POST", f"{API}/sweeps/{{sweep_id}}/extend"): 202}
     assert {r.status_code for r in READS} == {200}
 
 
@@ -217,6 +223,7 @@ BAD = [
     ("GET", f"{API}/sweeps?state=bogus", {}, "state"),
     ("GET", f"{API}/sweeps/" + "x" * 201, {}, "sweep_id"),
     ("POST", f"{API}/sweeps/" + "x" * 201 + "/cancel", {}, "sweep_id"),
+    ("POST", f"{API}/sweeps/{{sweep_id}}/extend", {"content": b'{"trials": 0}'}, "trials"),
     ("GET", f"{API}/sweeps/{{sweep_id}}/trials?state=finished", {}, "state"),
     ("GET", f"{API}/sweeps/{{sweep_id}}/curves?max_points=1", {}, "max_points"),
     ("GET", f"{API}/sweeps/{{sweep_id}}/curves?max_points=2001", {}, "max_points"),

@@ -402,7 +402,7 @@ def test_state_only_loads_into_the_same_rungs():
         ({"window": 2.5}, "window must be an integer >= 1, got 2.5"),
         ({"smooth": "max"}, "smooth must be one of median, mean; got 'max'"),
         ({"signal": "accuracy"}, "signal must be one of grad_norm, loss, paper, objective, "
-                                 "calibrated; got 'accuracy'"),
+                                 "calibrated, learned; got 'accuracy'"),
         ({"mode": "up"}, "mode must be one of min, max; got 'up'"),
         ({"metric": ""}, "metric must be a non-empty string, got ''"),
         ({"min_completed": 2}, "min_completed must be an integer >= 3, got 2"),

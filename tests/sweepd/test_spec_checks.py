@@ -30,6 +30,7 @@ BROKEN = {
     "check_objective_metric": ({"data.eval": []}, "objective.metric", "data.eval is empty"),
     "check_pruner_signal": ({"pruner.signal": "objective"}, "pruner.signal", "set fixed.eval.every_steps"),
     "check_pruner_grace": ({"pruner.grace": 1024}, "pruner.grace", "is not below the trial budget"),
+    "check_compute_budget": ({"search.compute_budget": 1000}, "search.compute_budget", "less than one full trial"),
     "check_data_paths": ({"data.train.0.path": "../../etc/passwd"}, "data.train[0].path", "outside the data roots"),
     "check_model_path": ({"model.path": "models/empty"}, "model.path", "has no config.json"),
     "check_capacity": ({"resources.gpus_per_worker": 1}, "resources.gpus_per_worker", "the cluster has 0"),

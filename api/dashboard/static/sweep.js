@@ -86,15 +86,34 @@ function renderBest() {
     where);
 }
 
+// A compute-budget sweep (search.compute_budget): spent of the total, what is left, and what the
+// rest is projected to buy at the finished trials' mean cost.
+function budgetBlock(b) {
+  if (!b) return null;
+  const unit = b.unit === 'samples' ? 'samples' : 'GPU hours';
+  const f = b.unit === 'samples' ? fmtInt : (x) => fmtNum(x, 3);
+  const more = b.projected_trials
+    ? [`; ~${fmtInt(b.projected_trials)} more trial${b.projected_trials === 1 ? '' : 's'} at ${f(b.cost_per_trial)} each`,
+      b.eta_seconds != null ? `, spent in ~${fmtSeconds(b.eta_seconds)}` : '']
+    : (b.exhausted ? '; no further trial fits' : '');
+  return h('div', { dataset: { testid: 'ledger-budget' } },
+    h('p', {}, 'Budget: ', h('strong', {}, `${f(b.spent)} of ${f(b.total)} ${unit}`), ` spent (${fmtPct(b.fraction_spent)}) by `,
+      fmtInt(b.trials_launched), ` trial${b.trials_launched === 1 ? '' : 's'}; ${f(b.remaining)} left`,
+      b.committed ? `, ${f(b.committed)} committed to running trials` : '', more),
+    h('div', { class: 'meter wide', title: `${f(b.spent)} of ${f(b.total)} ${unit}` },
+      h('span', { style: { width: `${Math.min(100, 100 * (b.fraction_spent || 0))}%` } })));
+}
+
 function renderLedger() {
   const l = S.sweep.ledger || {};
   const box = $('ledger-body');
-  if (!l.spent) { fill(box, h('p', { class: 'muted' }, 'Nothing spent yet.')); return; }
+  const budget = budgetBlock(S.sweep.budget);
+  if (!l.spent) { fill(box, budget, h('p', { class: 'muted' }, 'Nothing spent yet.')); return; }
   const cols = [['samples', fmtCompact], ['tokens', fmtCompact], ['seconds', fmtSeconds]];
   const line = (label, d, cls) => h('tr', { class: cls }, h('th', { scope: 'row' }, label), cols.map(([k, f]) => h('td', { class: 'num', title: d?.[k] == null ? null : fmtInt(d[k]) }, f(d?.[k]))));
   const spent = l.spent.samples ?? 0;
   const full = l.without_pruning?.samples ?? 0;
-  fill(box,
+  fill(box, budget,
     h('p', { class: 'big', dataset: { testid: 'ledger-saved' } },
       h('strong', {}, fmtPct(l.fraction_saved ?? 0)), ' of the compute saved by stopping ',
       fmtInt(l.trials_stopped ?? 0), ` trial${l.trials_stopped === 1 ? '' : 's'} early`),
@@ -162,7 +181,22 @@ function renderTable() {
 
 // ---- decision log -------------------------------------------------------------------------
 
+// Where the study's prior came from (search.warm_start), linked; and how often the sweep was extended.
+function renderWarmStart() {
+  const w = S.sweep.warm_start;
+  const n = S.sweep.extensions || 0;
+  const el = $('warm-start');
+  el.hidden = !w && !n;
+  const plural = (k, word) => `${fmtInt(k)} ${word}${k === 1 ? '' : 's'}`;
+  fill(el,
+    w?.source ? ['Warm start: ', plural(w.trials_added, 'trial'), ' from sweep ',
+      h('a', { href: `/sweeps/${encodeURIComponent(w.source)}`, dataset: { testid: 'warm-start-source' } }, w.source),
+      ` seeded the study; ${plural(w.curves, 'curve')} to the pruner.`] : w ? w.message : null,
+    n ? ` Extended ${n === 1 ? 'once' : `${n} times`}: the study and the pruner's state went on.` : null);
+}
+
 function renderLog() {
+  renderWarmStart();
   const p = S.sweep.spec?.pruner;
   $('pruner-desc').textContent = p
     // The stored spec carries the options as the pruner class resolved them: no defaults here.

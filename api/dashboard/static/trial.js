@@ -37,6 +37,16 @@ function renderHead() {
   err.textContent = t.error ? `Error: ${t.error}` : '';
 }
 
+// Every trial in the store is the sweep's own; a warm-started study also holds trials seeded from
+// an earlier sweep (search.warm_start), which TPE learned from before this trial was suggested.
+function origin() {
+  const w = S.sweep?.warm_start;
+  const own = h('span', { dataset: { testid: 'trial-origin' } }, 'own trial of this sweep');
+  if (!w?.source) return own;
+  return h('span', {}, own, '; its prior: ', fmtInt(w.trials_added), ` trial${w.trials_added === 1 ? '' : 's'} from sweep `,
+    h('a', { href: `/sweeps/${encodeURIComponent(w.source)}`, dataset: { testid: 'trial-prior-source' } }, w.source));
+}
+
 function renderFacts() {
   const t = S.trial;
   const unit = S.sweep?.spec?.pruner?.time_attr || 'samples';
@@ -50,6 +60,7 @@ function renderFacts() {
     ['Started', t.started_at ? `${fmtDate(t.started_at)} (${fmtAgo(t.started_at)})` : '—'],
     ['Finished', t.finished_at ? `${fmtDate(t.finished_at)} (ran ${fmtDuration(t.started_at, t.finished_at) ?? '—'})` : '—'],
     t.stopped_at != null ? ['Stopped at', `${fmtInt(t.stopped_at)} ${unit}`] : null,
+    ['Origin', origin()],
     ['Trial id', h('code', {}, t.id)],
   ].filter(Boolean);
   fill($('trial-facts'), ...facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
