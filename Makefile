@@ -58,20 +58,29 @@ pg-stop:
 
 bench: setup
 	$(PY) benchmarks/trainer_throughput.py
+	$(PY) benchmarks/preflight.py
 	$(PY) benchmarks/api_load.py
 	bash scripts/ensure_chromium.sh >/dev/null && $(PY) benchmarks/dashboard_render.py
 
-# The pruner benchmark (issue 7). curve-bank regenerates benchmarks/data/ (base model + curve bank;
-# ~40 min on 2 shared cores, one process, niced); the other two read the stored bank.
-.PHONY: curve-bank bench-report bench-pruning
+# The pruner benchmark (issues 7, 12). curve-bank regenerates benchmarks/data/ (base model + curve bank;
+# ~40 min on 2 shared cores, one process, niced); night-bank records night 1 + night 2 from the stored
+# base model (~25-35 min); algoperf-bank converts ../shared/curves/algoperf (seconds); the other two
+# read the stored banks.
+.PHONY: curve-bank night-bank algoperf-bank bench-report bench-pruning
 curve-bank: setup
 	nice -n 10 $(PY) -m benchmarks.curve_bank.generate
+
+night-bank: setup
+	nice -n 10 $(PY) -m benchmarks.curve_bank.generate --bank night
+
+algoperf-bank: setup
+	$(PY) -m benchmarks.curve_bank.algoperf
 
 bench-report: setup
 	$(PY) -m benchmarks.curve_bank.report
 
 bench-pruning: setup
-	$(PY) -m benchmarks.pruning.bench
+	nice -n 10 $(PY) -m benchmarks.pruning.bench
 
 clean:
 	rm -rf $(VENV) .sweepd runs data test-artifacts .pgdata

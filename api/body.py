@@ -1,6 +1,7 @@
 """Reading a sweep spec from a request body (POST /sweeps): JSON or YAML, bounded in size and
-shape, validated with ``sweepd.spec.parse_spec``. Every problem becomes a 4xx whose detail
-names the field: 413 too large, 415 not JSON/YAML, 422 anything about the content."""
+shape, validated with ``sweepd.spec.parse_spec``, its data then read by the data preflight
+(``check_data``). Every problem becomes a 4xx whose detail names the field: 413 too large, 415
+not JSON/YAML, 422 anything about the content (a data error names its file:line)."""
 
 from __future__ import annotations
 
@@ -135,3 +136,26 @@ def validate_spec(value: Any, *, data_roots: list, capacity: Capacity | None) ->
     except Exception as err:  # noqa: BLE001 - bad input must never become a 500
         log.warning("spec validation failed unexpectedly", exc_info=True)
         raise unprocessable(error([], f"invalid spec: {type(err).__name__}: {err}")) from None
+
+
+def _data_loc(spec: SweepSpec, message: str) -> list[str | int]:
+    """The spec field a data error is about: the train/eval file it names, else ``data``."""
+    for section in ("train", "eval"):
+        for i, f in enumerate(getattr(spec.data, section)):
+            if message.startswith(f"{f.path}:"):
+                return ["data", section, i, "path"]
+    return ["model", "path"] if message.startswith("model.path") else ["data"]
+
+
+def check_data(spec: SweepSpec, *, home: Any) -> dict[str, Any]:
+    """The data preflight (trainer/preflight.py, cached under ``home/preflight``): its summary, or
+    422 with one error per bad line, each naming its file:line and reason. Blocking: run it off
+    the event loop."""
+    from pathlib import Path
+
+    from trainer.preflight import preflight, summary
+
+    report = preflight(spec.data, spec.model.path, cache_dir=Path(home) / "preflight")
+    if report["errors"]:
+        raise unprocessable(*[error(_data_loc(spec, e), e, "data_error") for e in report["errors"]])
+    return summary(report)

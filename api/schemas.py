@@ -173,7 +173,9 @@ class TrialPublic(_Out):
     metrics_final: dict[str, Any] | None
     stopped_at: float | None = Field(description="where the pruner stopped it, on the sweep's time axis")
     reason: str | None
-    error: str | None
+    error: str | None = Field(description="why it failed: the trainer's own message, or the exception's "
+                                          "type and message")
+    error_detail: str | None = Field(None, description="a crash's last traceback lines; none for a trainer error")
     attempts: int
     samples: int
     tokens: int
@@ -262,6 +264,7 @@ class ReportJson(BaseModel):
     sweep_id: str
     name: str
     state: str
+    error: str | None = None
     best: dict[str, Any] | None
     trials: list[dict[str, Any]]
     ledger: dict[str, Any] | None

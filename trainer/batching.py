@@ -105,9 +105,13 @@ def _lpt(lengths: dict[int, int], items: list[int], bins: int) -> list[list[int]
 
 
 def pack_rows(lengths: dict[int, int], items: list[int], max_seq_len: int) -> list[list[int]]:
-    """Rows of at most max_seq_len tokens, as few and as even as LPT finds."""
+    """Rows of at most max_seq_len tokens, as few and as even as LPT finds. A sample longer than
+    max_seq_len (an eval item: training samples are dropped or truncated first) gets a row alone."""
     if not items:
         return []
+    alone = sorted(i for i in items if lengths[i] > max_seq_len)
+    if alone:
+        return [[i] for i in alone] + pack_rows(lengths, [i for i in items if lengths[i] <= max_seq_len], max_seq_len)
     rows = max(1, math.ceil(sum(lengths[i] for i in items) / max_seq_len))
     while True:
         packed = _lpt(lengths, items, rows)

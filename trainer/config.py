@@ -40,6 +40,9 @@ class DataConfig(Strict):
     max_seq_len: Annotated[int, Field(ge=8, le=131072)] = 512
     strategy: Literal["stacked", "phased"] = "stacked"
     lenient: bool = Field(False, description="skip bad lines (and report them) instead of failing")
+    overlong: Literal["drop", "truncate", "error"] = Field(
+        "drop", description="a sample longer than max_seq_len: drop it (counted), truncate it to "
+                            "max_seq_len, or fail (caught by the data preflight before any trial)")
 
 
 class HParams(Strict):
@@ -183,4 +186,12 @@ def unreadable(path: str | Path) -> str | None:
 def model_dir_problem(path: str) -> str | None:
     if path.startswith("builtin:") or Path(path).is_dir():
         return None
+    from .hub import ModelNotCached, is_hub_name, resolve_hub_model  # light: no torch
+
+    if is_hub_name(path):  # a Hub name, resolved offline from the local cache
+        try:
+            resolve_hub_model(path)
+            return None
+        except ModelNotCached as err:
+            return str(err)
     return f"model.path: {path!r} is not a directory (use builtin:tiny or a local HF model folder)"

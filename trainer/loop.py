@@ -89,7 +89,8 @@ def _load_data(cfg: TrialConfig, chat: ChatTokenizer, skips: SkipReport):
     samples, sizes = [], []
     for ph in phases:
         files = [f.path for f in cfg.data.train if ph is None or f.phase == ph]
-        part = load_samples(files, chat, cfg.data.max_seq_len, lenient=cfg.data.lenient, skips=skips)
+        part = load_samples(files, chat, cfg.data.max_seq_len, lenient=cfg.data.lenient, skips=skips,
+                            overlong=cfg.data.overlong)
         if not part:
             raise TrialError(f"data.train: no usable samples in {', '.join(files)}")
         samples.extend(part)

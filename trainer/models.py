@@ -1,7 +1,10 @@
 """Model and tokenizer loading: `builtin:tiny`, or any causal LM directory transformers loads.
 
 Nothing is ever downloaded: directories load with local_files_only, and builtin:tiny is built here
-(a byte-level tokenizer and a small Llama, weights from the trial's seed).
+(a byte-level tokenizer and a small Llama, weights from the trial's seed). A Hugging Face Hub name
+(``Qwen/Qwen2.5-1.5B``) that is no folder here resolves to its snapshot in the local Hugging Face
+cache (HF_HUB_CACHE, else HF_HOME/hub), offline; one not in the cache is a ModelLoadError that says
+how to put it there.
 
 Chat template: the tokenizer's own when it has one. Otherwise FALLBACK_CHAT_TEMPLATE:
     <|system|>\\n{content}\\n<|user|>\\n{content}\\n<|assistant|>\\n{content}{eos}\\n
@@ -24,6 +27,7 @@ from transformers import (
 )
 
 from .config import model_dir_problem
+from .hub import ModelNotCached, is_hub_name, resolve_hub_model
 
 FALLBACK_CHAT_TEMPLATE = (
     "{% for m in messages %}"
@@ -44,6 +48,16 @@ TINY_CHAT_TEMPLATE = (
 
 class ModelLoadError(Exception):
     """The model path is not something we can load; the message says why."""
+
+
+def resolve_model_path(path: str) -> str:
+    """builtin:… and existing folders as they are; a Hub name: its snapshot in the local cache."""
+    if path.startswith("builtin:") or Path(path).exists() or not is_hub_name(path):
+        return path
+    try:
+        return resolve_hub_model(path)
+    except ModelNotCached as err:
+        raise ModelLoadError(str(err)) from None
 
 
 @dataclass
@@ -97,6 +111,7 @@ def build_tiny(seed: int) -> LoadedModel:
 
 
 def load_pretrained(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    path = resolve_model_path(path)
     p = Path(path)
     if problem := model_dir_problem(path):
         raise ModelLoadError(problem)

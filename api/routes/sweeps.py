@@ -80,7 +80,13 @@ def _trials(session: Session, sweep_id: str, state: TrialState | None = None) ->
 async def create_sweep(request: Request, response: Response, session: SessionDep, settings: SettingsDep,
                        token: WriterDep) -> SweepPublic:
     """Validate the spec (every problem at once, each with its field path; data and model
-    paths must resolve inside SWEEPD_DATA_ROOTS) and queue the sweep."""
+    paths must resolve inside SWEEPD_DATA_ROOTS), run the data preflight and queue the sweep.
+
+    The data preflight reads every train and eval file with the model's tokenizer (cached by the
+    files' content hash) synchronously, off the event loop, before the sweep exists: while it
+    runs the request is pending (there is no "validating data" sweep state), and a data error is
+    a 422 naming the file:line and reason (`loc` is the file's `data.train[i].path`). Its summary
+    (samples, over-long samples dropped or truncated per file) is the sweep's first "data" event."""
     mt = body.check_media_type(request)
     raw = await body.read_limited(request, settings.max_body_bytes)
     value = body.decode(raw, mt)
@@ -91,7 +97,12 @@ async def create_sweep(request: Request, response: Response, session: SessionDep
         problems = warm_start.check_reference(session, spec)  # search.warm_start: <sweep id>
         if problems:
             raise body.unprocessable(*[body.error(body.field_loc(path), msg) for path, msg in problems])
+        data = body.check_data(spec, home=settings.home)  # the data preflight: 422 on file:line errors
         sweep = repo.create_sweep(session, name=spec.name, spec=spec.to_stored(), fingerprint=fingerprint(spec))
+        t = data["totals"]
+        repo.add_event(session, sweep.id, "data",
+                       f"data preflight: {t['train_samples']:,} train samples, {t['dropped_overlong']:,} "
+                       f"over-long dropped, {t['truncated']:,} truncated", payload=data)
         repo.add_event(session, sweep.id, "info", f"sweep submitted with token {token.name!r}",
                        payload={"token": token.name})
         session.commit()

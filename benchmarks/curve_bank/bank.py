@@ -24,11 +24,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BANK_PATH = ROOT / "benchmarks" / "data" / "curve_bank.jsonl.gz"
+NIGHT_BANK_PATH = ROOT / "benchmarks" / "data" / "night_bank.jsonl.gz"  # issue 12: night 1 + night 2
+ALGOPERF_DIR = ROOT / "benchmarks" / "data" / "algoperf"  # issue 12: converted AlgoPerf curves
 
 # objective -> mode (the trainer's final metrics)
 OBJECTIVES = {"eval_loss": "min", "exact_match": "max", "mc_accuracy": "max"}
+MODES = {**OBJECTIVES, "val_loss": "min", "train_loss_at_budget": "min"}  # + the AlgoPerf banks'
 OBJECTIVE_LABELS = {
     "eval_loss": "eval loss",
+    "val_loss": "validation loss at the step budget",
+    "train_loss_at_budget": "training loss at the step budget (mean of the last 1,000 steps)",
     "exact_match": "skill exact match",
     "mc_accuracy": "knowledge retention (MC accuracy)",
 }
@@ -87,6 +92,10 @@ class Bank:
     def grid(self, seed: int = 0) -> list[Run]:
         """One run per config: the given seed's."""
         return [r for r in self.runs if r.config.get("seed", 0) == seed]
+
+    def night(self, night: int) -> list[Run]:
+        """The night bank's runs of one night (1 or 2), one per config."""
+        return [r for r in self.runs if r.config.get("night") == night]
 
     def pairs(self) -> list[tuple[Run, Run]]:
         """(seed 0, seed 1) runs of every config recorded twice."""

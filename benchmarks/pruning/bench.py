@@ -1,19 +1,27 @@
-"""``make bench-pruning``: replay the curve bank through every pruner over many seeds.
+"""``make bench-pruning``: replay every bank through every pruner over many seeds (issues 7, 12).
 
-    .venv/bin/python -m benchmarks.pruning.bench                 # 50 seeds, N=16, W=4, TPE
-    .venv/bin/python -m benchmarks.pruning.bench --quick         # 2 seeds, a short curve (tests)
+    .venv/bin/python -m benchmarks.pruning.bench                   # every bank, 30 seeds
+    .venv/bin/python -m benchmarks.pruning.bench --banks night2    # one bank (and its history)
+    .venv/bin/python -m benchmarks.pruning.bench --quick           # 2 seeds, 2 sweep sizes (tests)
 
-Prints one line per pruner, ``pruner=NAME compute=F regret=R hit=H`` (means over the seeds of:
-F the sweep's trained samples / the samples of the whole grid at full budget, R the regret of
-the config the sweep picks as a fraction of the grid's objective range, H whether it picked the
-grid's true best), then ``default=NAME``. Everything else (the target check, the regret-vs-compute
-curves, per-seed results) goes to stderr and to ``<out>/pruning[_SAMPLER].json``; the plot to
-``<out>/pruning_regret_vs_compute[_SAMPLER].png``.
+For each bank (``benchmarks/pruning/banks.py``) and pruner, sweeps of N = 4% ... 100% of the
+bank's configs are replayed (``simulate.py``) for every seed, which gives a regret-vs-compute
+curve: mean compute (samples trained / samples of every config at full budget) against mean
+regret (the picked config's objective minus the bank's best, as a fraction of the bank's range),
+with its standard error over the seeds. The table reads each curve at 5, 10, 20 and 30% compute
+(linear between sweep sizes; a curve that cannot reach a compute level, even with every config,
+is read at its end, and one that starts above it at its start, marked ``~``).
 
-The default is picked on the regret-vs-compute curves (sweeps of N = 4 ... 48 trials, so that
-pruners are compared at equal compute, not at equal N): the lowest mean regret at 30% of
-full-grid compute. The target (issue 7) is met when that regret is at most 1% of the grid's
-range and lower than ``asha_loss``'s at 30% (see ``choose_default``).
+stdout: one line per bank and pruner, ``bank=B pruner=P r5=.. r10=.. r20=.. r30=..`` (regret
+fractions at those computes), then ``default=NAME``. The rest (standard errors, the targets,
+the rule's verdict) goes to stderr and ``<out>/pruning[_quick].json``; the figure (one panel per
+bank) to ``<out>/pruning_regret_vs_compute[_quick].png``.
+
+The default (``choose_default``): a pruner the service runs qualifies when, on every bank and at
+every one of the four computes, its regret is at or below both ``none``'s and Ray's ASHA on
+loss's within one standard error (of the difference of the two means). The learned signal is
+preferred if it qualifies; otherwise the qualifier with the lowest mean regret over all banks
+and computes; if nothing qualifies, the service-runnable pruner with the lowest mean regret.
 """
 
 from __future__ import annotations
@@ -25,13 +33,19 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.curve_bank.bank import BANK_PATH, OBJECTIVES, load_bank
-from benchmarks.pruning.simulate import EXTRA_PRUNERS, PRUNERS, Settings, mean, simulate
+from benchmarks.pruning.banks import BANKS, GRACE_FRACTION, BankCase, load_cases
+from benchmarks.pruning.simulate import HISTORY_PRUNERS, PRUNERS, Settings, SweepResult, mean, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
-TARGET_REGRET, TARGET_COMPUTE = 0.01, 0.30
-CURVE_N = (4, 8, 12, 24, 32, 48)
+COMPUTES = (0.05, 0.10, 0.20, 0.30)  # the table's compute levels (fractions of the full grid)
+TARGET_REGRET = 0.01
+TINY_TARGET_COMPUTE, HISTORY_TARGET_COMPUTE = 0.20, 0.10  # <= 1% regret by then (issue 12)
+CURVE_FRACTIONS = (0.04, 1 / 12, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 1.0)  # N as a share of the configs
+REFERENCES = ("none", "asha_loss")  # the default must be at or below both
+# pruners the service itself runs (sweepd's classes): the candidates for its default
+SERVICE_PRUNERS = ("none", "asha_loss_sweepd", "grad_norm", "paper", "learned")
+ASHA_SIGNALS = {"asha_loss_sweepd": "loss", "grad_norm": "grad_norm", "paper": "paper", "learned": "learned"}
 
 
 def _se(xs) -> float:
@@ -42,7 +56,7 @@ def _se(xs) -> float:
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
 
 
-def summarize(results) -> dict:
+def summarize(results: list[SweepResult]) -> dict:
     return {
         "compute": mean(r.compute for r in results),
         "regret": mean(r.regret for r in results),
@@ -56,10 +70,10 @@ def summarize(results) -> dict:
     }
 
 
-def interp(curve: list[dict], x: float) -> float:
-    """Regret at compute ``x`` on a curve of {"compute", "regret_frac"} points: linear between
+def interp(curve: list[dict], x: float, key: str = "regret_frac") -> float:
+    """``key`` at compute ``x`` on a curve of {"compute", key} points: linear between
     neighbours, the nearest end outside the curve's range."""
-    pts = sorted((p["compute"], p["regret_frac"]) for p in curve)
+    pts = sorted((p["compute"], p[key]) for p in curve)
     if x <= pts[0][0]:
         return pts[0][1]
     if x >= pts[-1][0]:
@@ -83,174 +97,369 @@ def compute_to_reach(curve: list[dict], target: float) -> float | None:
     return None
 
 
-def choose_default(table: dict[str, dict], curves: dict[str, list[dict]]) -> dict:
-    """The default pruner and why.
+def read_curve(curve: list[dict]) -> dict:
+    """The curve at each of ``COMPUTES``: regret, its standard error, and where it was read."""
+    lo, hi = min(p["compute"] for p in curve), max(p["compute"] for p in curve)
+    out = {}
+    for x in COMPUTES:
+        out[f"{x:.2f}"] = {"regret": interp(curve, x), "se": interp(curve, x, "regret_frac_se"),
+                           "read": "below_curve" if x < lo - 1e-9 else "above_curve" if x > hi + 1e-9
+                           else "on_curve"}
+    return out
 
-    Each pruner is read at 30% of full-grid compute on its regret-vs-compute curve (sweeps of
-    N = 4 ... 48 trials; a pruner whose N=48 sweep spends less than 30% is read there: it cannot
-    spend more on this grid). The default is the lowest regret there. The target is met when
-    that regret is <= 1% of the range and lower than asha_loss's at 30%.
-    """
-    rows = {}
-    for name, s in table.items():
-        rows[name] = {
-            "regret_at_30pct": interp(curves[name], TARGET_COMPUTE),
-            "compute_to_1pct": compute_to_reach(curves[name], TARGET_REGRET),
-            "asha_loss_at_same_compute": interp(curves["asha_loss"], s["compute"]),
-        }
-    asha30 = rows["asha_loss"]["regret_at_30pct"]
-    for name, row in rows.items():
-        row["meets_target"] = (row["regret_at_30pct"] <= TARGET_REGRET and name != "asha_loss"
-                               and row["regret_at_30pct"] < asha30)
-    best = min(table, key=lambda n: (rows[n]["regret_at_30pct"], table[n]["compute"]))
-    meeting = [n for n in table if rows[n]["meets_target"]]
-    r30 = rows[best]["regret_at_30pct"]
-    if rows[best]["meets_target"]:
-        why = (f"{best} has the lowest regret at 30% compute, {r30:.2%} of the range "
-               f"(asha_loss: {asha30:.2%}): the target is met")
+
+def curve_sizes(n_configs: int, fractions=CURVE_FRACTIONS) -> list[int]:
+    return sorted({min(n_configs, max(2, round(f * n_configs))) for f in fractions})
+
+
+REPORT_KEYS = ("step", "samples", "loss", "grad_norm")  # what a history curve's reports hold
+
+
+def _curve_upto(run, samples: float) -> list[dict]:
+    return [{k: run.steps[k][i] for k in REPORT_KEYS if k in run.steps}
+            for i in range(run.n_steps) if run.steps["samples"][i] <= samples]
+
+
+def history_of(result: SweepResult, runs_by_id: dict) -> list[dict]:
+    """An earlier sweep as the service hands it to a pruner: each trial's reports up to where it
+    stopped (step, samples, loss, grad norm) and its objective (None when it was stopped)."""
+    trials = []
+    for t in result.trials:
+        run = runs_by_id[t.config_id]
+        trials.append({"curve": _curve_upto(run, t.samples),
+                       "objective": t.value if t.state == "complete" else None})
+    return trials
+
+
+def history_of_bank(runs, objective: str) -> list[dict]:
+    """Every run of an earlier bank, whole, with its final objective."""
+    return [{"curve": _curve_upto(r, r.budget), "objective": r.objective(objective)} for r in runs]
+
+
+def _replay_one(case: BankCase, name: str, sizes: list[int], seeds: range, workers: int,
+                reduction_factor: float, earlier: dict | None) -> tuple[str, dict, float]:
+    """One pruner on one bank, every size and seed -> (name, (name, N) -> results, seconds)."""
+    t0 = time.perf_counter()
+    out: dict[tuple[str, int], list[SweepResult]] = {}
+    for n in sizes:
+        s = Settings(n_trials=n, workers=workers, sampler=case.sampler, objective=case.objective,
+                     grace=case.grace, reduction_factor=reduction_factor)
+        rs = []
+        for seed in seeds:
+            history = None
+            if name == "learned_history":  # night 1's curves, every config run to the end
+                history = earlier["whole"]
+            elif name == "learned_history_sweep":  # night 1's sweep of the same seed and size
+                prev = earlier["results"][("learned", n)]
+                history = history_of(next(r for r in prev if r.seed == seed), earlier["by_id"])
+            r = simulate(case.runs, name, seed, s, history=history)
+            r.decisions = []  # not needed here; keeps results small across processes
+            rs.append(r)
+        out[(name, n)] = rs
+    return name, out, time.perf_counter() - t0
+
+
+def run_bank(case: BankCase, pruners: list[str], seeds: range, sizes: list[int], workers: int,
+             reduction_factor: float, earlier: dict | None = None, log=None,
+             jobs: int = 1) -> tuple[dict, dict]:
+    """-> (curves: pruner -> [point per N], results: (pruner, N) -> [SweepResult per seed]).
+    ``earlier``: the history bank's results and runs, for ``HISTORY_PRUNERS``; ``jobs`` > 1
+    replays the pruners in that many processes."""
+    args = (sizes, seeds, workers, reduction_factor)
+    if jobs > 1 and len(pruners) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(_replay_one, case, name, *args, earlier) for name in pruners]
+            done = [f.result() for f in futures]
     else:
-        why = (f"{best} has the lowest regret at 30% compute, {r30:.2%} of the range (asha_loss: "
-               f"{asha30:.2%}), but "
-               + ("that is above 1%" if r30 > TARGET_REGRET else "it is asha_loss itself")
-               + ": the target is not met")
-    return {"default": best, "target_met": rows[best]["meets_target"], "meeting": meeting,
-            "why": why, "rows": rows}
+        done = []
+        for name in pruners:
+            done.append(_replay_one(case, name, *args, earlier))
+            if log:
+                log(f"#   {case.name:10s} {name:22s} {done[-1][2]:6.1f} s")
+    curves: dict[str, list[dict]] = {}
+    results: dict[tuple[str, int], list[SweepResult]] = {}
+    for name, out, _ in done:
+        results.update(out)
+        curves[name] = [{"n_trials": n, **summarize(out[(name, n)])} for n in sizes]
+    return curves, results
 
 
-def plot(table, curves, settings: Settings, path: Path, extra: dict | None = None) -> None:
+def bank_table(curves: dict[str, list[dict]]) -> dict:
+    """pruner -> the curve read at ``COMPUTES``, the compute at which it reaches 1%, its N range."""
+    return {name: {"at": read_curve(c), "compute_to_1pct": compute_to_reach(c, TARGET_REGRET),
+                   "compute_range": [min(p["compute"] for p in c), max(p["compute"] for p in c)]}
+            for name, c in curves.items()}
+
+
+def not_worse(table: dict, name: str, ref: str, x: str) -> tuple[bool, float]:
+    """``name``'s regret at compute ``x`` is at or below ``ref``'s within one standard error of
+    the difference; -> (verdict, margin = regret - ref's regret - that standard error)."""
+    a, b = table[name]["at"][x], table[ref]["at"][x]
+    se = math.sqrt((a["se"] if math.isfinite(a["se"]) else 0.0) ** 2
+                   + (b["se"] if math.isfinite(b["se"]) else 0.0) ** 2)
+    margin = a["regret"] - b["regret"] - se
+    return margin <= 1e-12, margin
+
+
+def qualification(tables: dict[str, dict], name: str) -> dict:
+    """Where ``name`` is not at or below a reference within one standard error, and by how much."""
+    misses = []
+    for bank, table in tables.items():
+        if name not in table:
+            continue
+        for x in table[name]["at"]:
+            for ref in REFERENCES:
+                if ref == name or ref not in table:
+                    continue
+                ok, margin = not_worse(table, name, ref, x)
+                if not ok:
+                    misses.append({"bank": bank, "compute": float(x), "reference": ref,
+                                   "regret": table[name]["at"][x]["regret"],
+                                   "reference_regret": table[ref]["at"][x]["regret"],
+                                   "excess_beyond_1se": margin})
+    return {"qualifies": not misses, "misses": misses}
+
+
+def overall_regret(tables: dict[str, dict], name: str) -> float:
+    """Mean regret over every bank and every one of ``COMPUTES``."""
+    vals = [p["regret"] for t in tables.values() if name in t for p in t[name]["at"].values()]
+    return mean(vals)
+
+
+def _pick(tables: dict[str, dict], candidates: list[str], prefer: str = "learned") -> dict:
+    quals = {n: qualification(tables, n) for n in candidates}
+    overall = {n: overall_regret(tables, n) for n in candidates}
+    qualifying = [n for n in candidates if quals[n]["qualifies"]]
+    if prefer in qualifying:
+        return {"pick": prefer, "rule": f"{prefer} qualifies (preferred)", "qualifying": qualifying}
+    if qualifying:
+        pick = min(qualifying, key=lambda n: overall[n])
+        return {"pick": pick, "rule": "the qualifier with the lowest mean regret", "qualifying": qualifying}
+    pick = min(candidates, key=lambda n: overall[n])
+    return {"pick": pick, "rule": "nothing qualifies: the lowest mean regret over every bank and compute",
+            "qualifying": []}
+
+
+def choose_default(tables: dict[str, dict]) -> dict:
+    """The service default (see the module docstring) and the default ASHA signal (the same rule
+    among sweepd's ASHA signals), with why, and every pruner's standing."""
+    names = sorted({n for t in tables.values() for n in t}, key=lambda n: (n not in PRUNERS, n))
+    candidates = [n for n in SERVICE_PRUNERS if all(n in t for t in tables.values())]
+    chosen = _pick(tables, candidates)
+    asha = _pick(tables, [n for n in candidates if n in ASHA_SIGNALS])
+    rows = {n: {"mean_regret": overall_regret(tables, n), **qualification(tables, n)} for n in names}
+    best = chosen["pick"]
+    q = rows[best]
+    why = (f"{best} ({chosen['rule']}): mean regret {q['mean_regret']:.2%} over {len(tables)} banks at "
+           f"{', '.join(f'{x:.0%}' for x in COMPUTES)} compute; "
+           + ("at or below none and Ray's ASHA on loss within one standard error everywhere"
+              if q["qualifies"] else f"{len(q['misses'])} bank x compute x reference cells above "
+              f"one standard error (worst +{max(m['excess_beyond_1se'] for m in q['misses']):.2%} "
+              "beyond it)"))
+    return {"default": best, "rule": chosen["rule"], "qualifying": chosen["qualifying"], "why": why,
+            "asha_signal": ASHA_SIGNALS[asha["pick"]], "asha_signal_rule": asha["rule"],
+            "candidates": candidates, "rows": rows}
+
+
+def check_targets(tables: dict[str, dict], cases: dict[str, BankCase], default: str) -> dict:
+    """The issue's Must-show targets for the default (and for the learned signal with history)."""
+    q = qualification(tables, default)
+    out = {"default_vs_references": {"met": q["qualifies"], "misses": q["misses"]}}
+    tiny = {}
+    for bank, case in cases.items():
+        if case.tiny and default in tables[bank]:
+            c = tables[bank][default]["compute_to_1pct"]
+            tiny[bank] = {"compute_to_1pct": c, "met": c is not None and c <= TINY_TARGET_COMPUTE}
+    out["tiny_1pct_by_20pct"] = {"met": all(v["met"] for v in tiny.values()) if tiny else None, "banks": tiny}
+    for name in HISTORY_PRUNERS:
+        for bank, t in tables.items():
+            if name in t:
+                c = t[name]["compute_to_1pct"]
+                out[f"{name}_1pct_by_10pct"] = {"bank": bank, "compute_to_1pct": c,
+                                                "met": c is not None and c <= HISTORY_TARGET_COMPUTE}
+    return out
+
+
+def plot(tables, curves_by_bank: dict, cases: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    ax.add_patch(plt.Rectangle((0, 0), TARGET_COMPUTE, TARGET_REGRET * 100, color="tab:green",
-                               alpha=0.15, label="target (≤30% compute, ≤1% regret)"))
-    ax.axvline(TARGET_COMPUTE, ls=":", color="grey", lw=0.8)
-    names = list(table) + [n for n in (extra or {}) if n not in table]
-    for name in names:
-        curve = curves.get(name) or []
-        style = "--" if name in ("asha_loss", "median_loss", "hyperband_loss", "none") else "-"
-        pts = sorted((p["compute"], 100 * p["regret_frac"], p["n_trials"]) for p in curve)
-        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=".", label=name)[0]
-        if name in table:
-            s = table[name]
-            ax.plot([s["compute"]], [100 * s["regret_frac"]], "o", ms=9, mfc="none",
-                    color=line.get_color())
-    ax.set_xlabel("compute used (fraction of the full grid's samples)")
-    ax.set_ylabel("regret (% of the grid's objective range), mean over seeds")
-    ax.set_title(f"Replay of the curve bank: {settings.objective}, {settings.sampler.upper()}, "
-                 f"W={settings.workers}; circles: N={settings.n_trials}", fontsize=10)
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    n = len(curves_by_bank)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.6 * rows), squeeze=False)
+    for ax, (bank, curves) in zip(axes.flat, curves_by_bank.items()):
+        ax.axvline(TINY_TARGET_COMPUTE if cases[bank].tiny else 0.30, ls=":", color="grey", lw=0.8)
+        ax.axhline(100 * TARGET_REGRET, ls=":", color="grey", lw=0.8)
+        for x in COMPUTES:
+            ax.axvline(x, color="k", alpha=0.06, lw=4)
+        for name, curve in curves.items():
+            pts = sorted((p["compute"], 100 * p["regret_frac"], 100 * p["regret_frac_se"]) for p in curve)
+            xs, ys, es = ([p[i] for p in pts] for i in range(3))
+            style = "--" if name in ("none", "asha_loss", "median_loss", "hyperband_loss") else "-"
+            lw = 2.2 if name.startswith("learned") else 1.2
+            line = ax.plot(xs, ys, style, marker=".", lw=lw, label=name, color=COLORS.get(name))[0]
+            ax.fill_between(xs, [y - e for y, e in zip(ys, es)], [y + e for y, e in zip(ys, es)],
+                            color=line.get_color(), alpha=0.08)
+        ax.set_title(cases[bank].label, fontsize=9)
+        ax.set_xlim(0, 0.6)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("compute (fraction of every config at full budget)", fontsize=8)
+        ax.set_ylabel("regret, % of the bank's range (± s.e.)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+COLORS = {"learned": "black", "learned_history": "tab:olive", "learned_history_sweep": "tab:cyan"}
+
+
+def _fmt_cell(p: dict) -> str:
+    mark = "~" if p["read"] != "on_curve" else ""
+    return f"{mark}{p['regret']:.2%}±{p['se']:.2%}" if math.isfinite(p["se"]) else f"{mark}{p['regret']:.2%}"
+
+
+def learned_available() -> str | None:
+    """None when the learned signal can be built; else why not."""
+    try:
+        from sweepd.pruners import make_pruner
+
+        pruner = make_pruner({"type": "asha", "signal": "learned"})
+        if not callable(getattr(pruner, "add_history", None)):
+            return "the ASHA pruner has no add_history"
+    except Exception as exc:  # not written yet, or broken: the rest of the benchmark still runs
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Replay the curve bank through every pruner.")
-    ap.add_argument("--bank", type=Path, default=BANK_PATH)
-    ap.add_argument("--seeds", type=int, default=50)
+    ap = argparse.ArgumentParser(description="Replay every bank through every pruner.")
+    ap.add_argument("--banks", default=",".join(BANKS), help=f"comma-separated, of {', '.join(BANKS)}")
+    ap.add_argument("--pruners", default="", help="comma-separated subset (default: all)")
+    ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--n-trials", type=int, default=16)
     ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
-    ap.add_argument("--objective", choices=tuple(OBJECTIVES), default="eval_loss")
-    ap.add_argument("--grace", type=float, default=256, help="first rung, in samples")
+    ap.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="for the grid banks")
     ap.add_argument("--reduction-factor", type=float, default=3)
-    ap.add_argument("--curve", default=",".join(map(str, CURVE_N)),
-                    help="sweep sizes N for the regret-vs-compute curves ('' for none)")
-    ap.add_argument("--curve-seeds", type=int, default=30, help="seeds per curve point (N != --n-trials)")
+    ap.add_argument("--grace-fraction", type=float, default=GRACE_FRACTION,
+                    help="first rung as a fraction of each bank's budget (default 1/16)")
+    ap.add_argument("--fractions", default="", help="sweep sizes as shares of the configs (default: "
+                    + ",".join(f"{f:.3g}" for f in CURVE_FRACTIONS) + ")")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--quick", action="store_true", help="2 seeds, curve at N=8,16 (a smoke test)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes (pruners of a bank in parallel)")
+    ap.add_argument("--quick", action="store_true", help="2 seeds, sweeps of 1/6 and 1/3 of the configs")
     args = ap.parse_args(argv)
+    fractions = tuple(float(f) for f in args.fractions.split(",") if f.strip()) or CURVE_FRACTIONS
     if args.quick:
-        args.seeds, args.curve, args.curve_seeds = 2, "8,16", 2
+        args.seeds, fractions = 2, (1 / 6, 1 / 3)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    bank = load_bank(args.bank)
-    runs = bank.grid(0)
-    base = Settings(n_trials=args.n_trials, workers=args.workers, sampler=args.sampler,
-                    objective=args.objective, grace=args.grace, reduction_factor=args.reduction_factor)
+    cases = {c.name: c for c in load_cases([b.strip() for b in args.banks.split(",") if b.strip()],
+                                           sampler=args.sampler, grace_fraction=args.grace_fraction)}
+    if not cases:
+        raise SystemExit("no bank found (make curve-bank, generate --bank night, curve_bank.algoperf)")
+    missing_learned = learned_available()
+    pruners = [p for p in (args.pruners.split(",") if args.pruners else PRUNERS + HISTORY_PRUNERS) if p]
+    skipped = {}
+    if missing_learned:
+        skipped = {p: missing_learned for p in pruners if p.startswith("learned")}
+        pruners = [p for p in pruners if p not in skipped]
+        log(f"# learned signal not available ({missing_learned}): left out")
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    names = PRUNERS + EXTRA_PRUNERS
-    per_seed = {n: [simulate(runs, n, seed, base) for seed in seeds] for n in names}
-    table = {n: summarize(per_seed[n]) for n in names}
 
-    curve_ns = sorted({int(x) for x in args.curve.split(",") if x.strip()} | {args.n_trials})
-    curve_ns = [n for n in curve_ns if n <= len(runs)]
-    curve_seeds = range(args.first_seed, args.first_seed + min(args.curve_seeds, args.seeds))
-    curves: dict[str, list[dict]] = {n: [] for n in names}
-    for name in names:
-        for n_trials in curve_ns:
-            if n_trials == args.n_trials:
-                s = table[name]  # the main table's point, all seeds
-            else:
-                st = Settings(**{**base.__dict__, "n_trials": n_trials})
-                s = summarize([simulate(runs, name, seed, st) for seed in curve_seeds])
-            curves[name].append({"n_trials": n_trials, **s})
+    curves_by_bank: dict[str, dict] = {}
+    results_by_bank: dict[str, dict] = {}
+    for name, case in cases.items():
+        sizes = curve_sizes(len(case.runs), fractions)
+        names = [p for p in pruners if p not in HISTORY_PRUNERS]
+        earlier = None
+        if case.history_from in results_by_bank and case.history_from in cases:
+            prev = cases[case.history_from]
+            earlier = {"results": results_by_bank[case.history_from],
+                       "by_id": {r.config_id: r for r in prev.runs},
+                       "whole": history_of_bank(prev.runs, prev.objective)}
+            for p in pruners:
+                if p == "learned_history_sweep" and not all(("learned", n) in earlier["results"] for n in sizes):
+                    log(f"# {p} needs learned on {case.history_from}: left out")
+                elif p in HISTORY_PRUNERS:
+                    names.append(p)
+        log(f"# {name}: {len(case.runs)} configs, {case.sampler}, {case.objective}, budget {case.budget} "
+            f"samples, first rung {case.grace:g}; N = {sizes}; {len(seeds)} seeds")
+        t_bank = time.perf_counter()
+        curves, results = run_bank(case, names, seeds, sizes, args.workers, args.reduction_factor,
+                                   earlier, log, jobs=args.jobs)
+        log(f"#   {name}: {time.perf_counter() - t_bank:.0f} s")
+        curves_by_bank[name] = curves
+        results_by_bank[name] = results
 
-    main_table = {n: table[n] for n in PRUNERS}
-    choice = choose_default(main_table, curves)
-    for n in PRUNERS:
-        s = table[n]
-        print(f"pruner={n} compute={s['compute']:.3f} regret={s['regret_frac']:.4f} hit={s['hit']:.2f}")
+    tables = {b: bank_table(c) for b, c in curves_by_bank.items()}
+    choice = choose_default({b: {n: t for n, t in tab.items() if n not in HISTORY_PRUNERS}
+                             for b, tab in tables.items()})
+    targets = check_targets(tables, cases, choice["default"])
+
+    for bank, table in tables.items():
+        for n, row in table.items():
+            print(f"bank={bank} pruner={n} " + " ".join(
+                f"r{round(100 * float(x))}={p['regret']:.4f}" for x, p in row["at"].items()))
     print(f"default={choice['default']}")
     sys.stdout.flush()
 
-    r0 = per_seed["none"][0]
-    print(f"# {len(runs)} configs, objective {args.objective} ({base.mode}), best {r0.best} "
-          f"= {r0.best_value:.4f}, range {r0.value_range:.4f}; N={args.n_trials}, W={args.workers}, "
-          f"{args.sampler}, {args.seeds} seeds, grace {args.grace:g} samples, reduction factor "
-          f"{args.reduction_factor:g}", file=sys.stderr)
-    for n in names:
-        s, row = table[n], choice["rows"].get(n, {})
-        print(f"#   {n:17s} compute {s['compute']:.3f}  regret {s['regret']:.4f} "
-              f"({s['regret_frac']:.2%} ± {s['regret_frac_se']:.2%}, p90 {s['regret_frac_p90']:.2%})  hit {s['hit']:.2f}  "
-              f"pruned {s['pruned']:.1f}/{args.n_trials}"
-              + (f"  | at 30% compute {row['regret_at_30pct']:.2%}; 1% reached at "
-                 + (f"{row['compute_to_1pct']:.1%}" if row["compute_to_1pct"] is not None else "never")
-                 + f" compute; asha_loss at N=16's compute {row['asha_loss_at_same_compute']:.2%}"
-                 if row else ""),
-              file=sys.stderr)
-    print("# regret-vs-compute curves (N: compute / regret / hit):", file=sys.stderr)
-    for n in names:
-        print(f"#   {n:17s} " + "  ".join(
-            f"N={p['n_trials']}: {p['compute']:.3f}/{p['regret_frac']:.2%}±{p['regret_frac_se']:.2%}/{p['hit']:.2f}"
-            for p in curves[n]),
-            file=sys.stderr)  # fmt: skip
-    print(f"# target {'met' if choice['target_met'] else 'NOT met'}: {choice['why']}", file=sys.stderr)
+    head = "compute".ljust(10)
+    for bank, table in tables.items():
+        c = cases[bank]
+        best = min(c.runs, key=lambda r: r.objective(c.objective) if r.objective(c.objective) is not None
+                   else math.inf)
+        log(f"# {bank}: {c.label}; best {best.config_id} = {best.objective(c.objective):.4f}")
+        log("#   " + "pruner".ljust(17) + "".join(f"{x:>16.0%}" for x in COMPUTES) + "   1% reached at"
+            .rjust(18) + "  " + head)
+        for n, row in table.items():
+            reach = row["compute_to_1pct"]
+            log("#   " + n.ljust(17) + "".join(f"{_fmt_cell(p):>16}" for p in row["at"].values())
+                + (f"{reach:>18.1%}" if reach is not None else "never".rjust(18))
+                + f"  {row['compute_range'][0]:.3f}-{row['compute_range'][1]:.3f}")
+    log(f"# default: {choice['why']}; default ASHA signal: {choice['asha_signal']} ({choice['asha_signal_rule']})")
+    log(f"# qualifying: {choice['qualifying'] or 'none'}")
+    for key, t in targets.items():
+        log(f"# target {key}: {'n/a' if t['met'] is None else 'met' if t['met'] else 'NOT met'}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(f"_{tag}" for tag, default in (
-        (args.sampler, "tpe"), (args.objective, "eval_loss"), (f"n{args.n_trials}", "n16"),
-        (f"w{args.workers}", "w4"), (f"g{args.grace:g}", "g256"), (f"rf{args.reduction_factor:g}", "rf3"),
-    ) if tag != default)  # fmt: skip
-    if args.quick:
-        suffix += "_quick"
+    suffix = ("_quick" if args.quick else "") + ("" if args.sampler == "tpe" else f"_{args.sampler}")
+    if args.grace_fraction != GRACE_FRACTION:
+        suffix += f"_g{args.grace_fraction:g}"
     png = args.out / f"pruning_regret_vs_compute{suffix}.png"
-    plot(main_table, curves, base, png, extra={n: table[n] for n in EXTRA_PRUNERS})
+    plot(tables, curves_by_bank, cases, png)
     report = {
-        "settings": {**base.__dict__, "seeds": list(seeds), "curve_seeds": len(curve_seeds)},
-        "bank": {"path": str(args.bank), "configs": len(runs), "budget_samples": runs[0].budget,
-                 "grid_samples": r0.grid_samples, "best": r0.best, "best_value": r0.best_value,
-                 "value_range": r0.value_range},
-        "target": {"regret_frac": TARGET_REGRET, "compute": TARGET_COMPUTE},
-        "table": table,
-        "curves": curves,
+        "settings": {"seeds": list(seeds), "workers": args.workers, "reduction_factor": args.reduction_factor,
+                     "grid_sampler": args.sampler, "curve_fractions": list(fractions),
+                     "computes": list(COMPUTES), "first_rung_fraction": args.grace_fraction,
+                     "window": Settings().window},
+        "banks": {b: {"label": c.label, "path": c.path, "configs": len(c.runs), "sampler": c.sampler,
+                      "objective": c.objective, "budget_samples": c.budget, "grace": c.grace,
+                      "tiny": c.tiny, "history_from": c.history_from,
+                      "best_value": min(v for r in c.runs if (v := r.objective(c.objective)) is not None),
+                      "value_range": (lambda vs: max(vs) - min(vs))(
+                          [v for r in c.runs if (v := r.objective(c.objective)) is not None]),
+                      "table": tables[b], "curves": curves_by_bank[b]}
+                  for b, c in cases.items()},
+        "skipped": skipped,
         "choice": choice,
-        "per_seed": {n: [{"seed": r.seed, "compute": r.compute, "regret": r.regret,
-                          "regret_frac": r.regret_frac, "hit": r.hit, "chosen": r.chosen,
-                          "pruned": r.n_pruned}
-                         for r in per_seed[n]] for n in names},
+        "targets": targets,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    (args.out / f"pruning{suffix}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    print(f"# wrote {args.out / f'pruning{suffix}.json'} and {png} "
-          f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    out = args.out / f"pruning{suffix}.json"
+    out.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    log(f"# wrote {out} and {png} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

@@ -22,7 +22,18 @@ the whole step result to the pruner under test:
   study, asked ``trial.should_prune()`` after every report.
 
 A stopped trial is told to the study as PRUNED (with its loss curve, as the service does), a
-finished one as COMPLETE with its final objective. A config the sampler proposes a second time
+finished one as COMPLETE with its final objective. (When no Optuna pruner reads the study, the
+intermediate values are written only when the trial is told PRUNED, the last one being all TPE
+reads: the same study, much faster.)
+
+Banks that are not grids (the AlgoPerf curves: every trial its own config) are searched over one
+categorical parameter, the config id: ``random`` draws configs uniformly without repeats (TPE
+over opaque ids would be meaningless, so the benchmark uses random there).
+
+``learned`` is sweepd's ASHA with the learned signal; ``learned_history`` and
+``learned_history_sweep`` the same with an earlier sweep's trials handed to its pruner
+(``pruner.add_history``) before the first trial:
+``simulate(..., history=[{"curve": [step results...], "objective": float | None}, ...])``. A config the sampler proposes a second time
 in the same sweep is not run again: that trial is told FAIL (TPE ignores failed trials) and the
 sampler asked again, up to ``max_reask`` times; then a config not yet tried is drawn at random.
 So a sweep of ``n_trials`` runs ``n_trials`` distinct configs.
@@ -39,18 +50,26 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from benchmarks.curve_bank.bank import OBJECTIVES, Run
+from benchmarks.curve_bank.bank import MODES, Run
 
-PRUNERS = ("none", "asha_loss", "median_loss", "hyperband_loss", "grad_norm", "paper", "calibrated")
-EXTRA_PRUNERS = ("asha_loss_sweepd",)  # sweepd's own ASHA on loss: same rungs, the loss signal
+PRUNERS = ("none", "asha_loss", "median_loss", "hyperband_loss", "asha_loss_sweepd", "grad_norm",
+           "paper", "learned")
+# the learned signal given an earlier sweep: every curve of the earlier bank run to the end
+# (``learned_history``), or the trials of an earlier replayed sweep as it left them
+# (``learned_history_sweep``: stopped ones up to where they stopped, without an objective)
+HISTORY_PRUNERS = ("learned_history", "learned_history_sweep")
+EXTRA_PRUNERS = ("calibrated",)  # by name only (issue 7's calibrated signal)
 SPACE_KEYS = {  # bank config key -> the trial-config hyperparameter the service searches
     "batch": "effective_batch_size",
     "lr": "learning_rate",
     "warmup": "warmup_steps",
     "schedule": "lr_scheduler",
 }
-SWEEPD_SIGNALS = {"grad_norm": "grad_norm", "paper": "paper", "calibrated": "calibrated",
-                  "asha_loss_sweepd": "loss"}
+CONFIG_KEY = "config_id"  # the one parameter of a bank that is not a grid
+SWEEPD_SIGNALS = {"asha_loss_sweepd": "loss", "grad_norm": "grad_norm", "paper": "paper",
+                  "learned": "learned", "learned_history": "learned", "learned_history_sweep": "learned",
+                  "calibrated": "calibrated"}
+OPTUNA_PRUNERS = ("median_loss", "hyperband_loss")
 
 
 @dataclass(frozen=True)
@@ -62,12 +81,12 @@ class Settings:
     grace: float = 256  # samples: the first rung (budget / 16 on the stored bank)
     reduction_factor: float = 3
     window: int = 5
-    max_reask: int = 10
+    max_reask: int = 3  # 10 in issue 7: near the grid's size a sweep then spent its time re-asking TPE
     order: tuple[str, ...] = ()  # config ids, for sampler="order"
 
     @property
     def mode(self) -> str:
-        return OBJECTIVES[self.objective]
+        return MODES[self.objective]
 
 
 @dataclass
@@ -126,8 +145,17 @@ class SweepResult:
 # ---- the grid as a search space --------------------------------------------------------------
 
 
+def is_grid(runs: list[Run]) -> bool:
+    """The runs' grid keys tell every run apart (a grid, or a subset of one)."""
+    keys = [k for k in SPACE_KEYS if all(k in r.config for r in runs)]
+    return bool(keys) and len({tuple(r.config[k] for k in keys) for r in runs}) == len(runs)
+
+
 def space_of(runs: list[Run]) -> dict[str, list]:
-    """Bank config key -> its sorted distinct values (only keys that vary... and those that don't)."""
+    """Bank config key -> its sorted distinct values (only keys that vary... and those that don't);
+    a bank that is not a grid: {"config_id": every config id}."""
+    if not is_grid(runs):
+        return {CONFIG_KEY: sorted(r.config_id for r in runs)}
     keys = [k for k in SPACE_KEYS if all(k in r.config for r in runs)]
     return {k: sorted({r.config[k] for r in runs}, key=lambda v: (str(type(v)), v)) for k in keys}
 
@@ -136,13 +164,25 @@ def _key(config: dict, keys) -> tuple:
     return tuple(config[k] for k in keys)
 
 
+def _key_of(run: Run, keys) -> tuple:
+    return (run.config_id,) if keys == [CONFIG_KEY] else _key(run.config, keys)
+
+
+def _param(key: str) -> str:
+    return SPACE_KEYS.get(key, key)
+
+
 def sweepd_pruner_config(signal: str | None, s: Settings, runs: list[Run]) -> dict:
     """The pruner config the service would build (``SweepSpec.pruner_config()``) for a sweep
     over this grid: same space, budget, grace, reduction factor and smoothing window."""
     from sweepd.spec import Capacity, parse_spec
+    from sweepd.spec.sections import METRICS
 
     space = space_of(runs)
+    if CONFIG_KEY in space:  # not a grid: the pruner's config does not depend on the space
+        space = {"lr": [1e-3]}
     budget = max(r.budget for r in runs)
+    metric = s.objective if s.objective in METRICS else "eval_loss"  # the spec's name for it
     raw = {
         "name": "pruning-benchmark",
         "model": {"path": "builtin:tiny"},
@@ -151,7 +191,7 @@ def sweepd_pruner_config(signal: str | None, s: Settings, runs: list[Run]) -> di
                    "num_trials": s.n_trials, "max_concurrent": s.workers, "seed": 0,
                    "space": {SPACE_KEYS[k]: {"choice": v} for k, v in space.items()}},
         "budget": {"max_samples": budget},
-        "objective": {"metric": s.objective, "mode": s.mode},
+        "objective": {"metric": metric, "mode": s.mode},
         "pruner": ({"type": "none"} if signal is None else
                    {"type": "asha", "signal": signal, "grace": s.grace,
                     "reduction_factor": s.reduction_factor, "time_attr": "samples",
@@ -179,12 +219,14 @@ class _Adapter:
 class _SweepdAdapter(_Adapter):
     """The service's Ray adapter around ``make_pruner(spec.pruner_config())``."""
 
-    def __init__(self, config: dict, s: Settings):
+    def __init__(self, config: dict, s: Settings, history: list[dict] | None = None):
         from sweepd.engine.tune_scheduler import EarlySignalScheduler
 
         self.decisions: list = []
         self.sched = EarlySignalScheduler(config, metric=s.objective, mode=s.mode,
                                           on_decision=self.decisions.append)
+        if history is not None:  # before the first trial, as a warm-started sweep does
+            self.sched.pruner.add_history("earlier-sweep", history)
         self.trials: dict[str, SimpleNamespace] = {}
 
     def start(self, tid):
@@ -231,14 +273,16 @@ class _OptunaAdapter(_Adapter):
         return ot_trial.should_prune()
 
 
-def make_adapter(name: str, s: Settings, runs: list[Run]) -> _Adapter:
+def make_adapter(name: str, s: Settings, runs: list[Run], history: list[dict] | None = None) -> _Adapter:
     import optuna
 
     budget = max(r.budget for r in runs)
+    if (name in HISTORY_PRUNERS) != (history is not None):
+        raise ValueError(f"{name}: history is given to (and only to) {', '.join(HISTORY_PRUNERS)}")
     if name == "none":
         return _SweepdAdapter(sweepd_pruner_config(None, s, runs), s)
     if name in SWEEPD_SIGNALS:
-        return _SweepdAdapter(sweepd_pruner_config(SWEEPD_SIGNALS[name], s, runs), s)
+        return _SweepdAdapter(sweepd_pruner_config(SWEEPD_SIGNALS[name], s, runs), s, history)
     if name == "asha_loss":
         return _RayASHAAdapter(s, budget)
     if name == "median_loss":
@@ -247,7 +291,7 @@ def make_adapter(name: str, s: Settings, runs: list[Run]) -> _Adapter:
     if name == "hyperband_loss":
         return _OptunaAdapter(optuna.pruners.HyperbandPruner(
             min_resource=int(s.grace), max_resource=budget, reduction_factor=int(s.reduction_factor)))
-    raise ValueError(f"unknown pruner {name!r}; known: {', '.join(PRUNERS + EXTRA_PRUNERS)}")
+    raise ValueError(f"unknown pruner {name!r}; known: {', '.join(PRUNERS + HISTORY_PRUNERS + EXTRA_PRUNERS)}")
 
 
 # ---- the sampler ---------------------------------------------------------------------------
@@ -268,8 +312,10 @@ def _make_sampler(s: Settings, seed: int):
 # ---- one sweep -----------------------------------------------------------------------------
 
 
-def simulate(runs: list[Run], pruner: str, seed: int, settings: Settings | None = None) -> SweepResult:
-    """Replay one sweep of ``settings.n_trials`` configs over ``runs`` (one run per config)."""
+def simulate(runs: list[Run], pruner: str, seed: int, settings: Settings | None = None,
+             history: list[dict] | None = None) -> SweepResult:
+    """Replay one sweep of ``settings.n_trials`` configs over ``runs`` (one run per config);
+    ``history``: earlier sweeps' trials for a ``HISTORY_PRUNERS`` pruner."""
     import numpy as np
     import optuna
     from optuna.trial import TrialState
@@ -280,7 +326,7 @@ def simulate(runs: list[Run], pruner: str, seed: int, settings: Settings | None 
     np.random.seed(seed)  # Ray's ASHA draws its bracket from numpy's global generator
     space = space_of(runs)
     keys = list(space)
-    by_key = {_key(r.config, keys): r for r in runs}
+    by_key = {_key_of(r, keys): r for r in runs}
     if len(by_key) != len(runs):
         raise ValueError("runs must hold one run per config (seed 0 only, say)")
     by_id = {r.config_id: r for r in runs}
@@ -291,7 +337,8 @@ def simulate(runs: list[Run], pruner: str, seed: int, settings: Settings | None 
     best = min(finite, key=lambda c: (sign * finite[c], c))
     value_range = max(finite.values()) - min(finite.values())
 
-    adapter = make_adapter(pruner, s, runs)
+    adapter = make_adapter(pruner, s, runs, history)
+    live_reports = pruner in OPTUNA_PRUNERS  # only Optuna's pruners read the study mid-trial
     direction = "minimize" if s.mode == "min" else "maximize"
     # a fixed study name: Optuna's HyperbandPruner puts trials in brackets by hashing it
     study = optuna.create_study(study_name=f"sweep-{seed}", direction=direction,
@@ -302,7 +349,7 @@ def simulate(runs: list[Run], pruner: str, seed: int, settings: Settings | None 
     n_target = min(s.n_trials, len(runs))
 
     def suggest(ot) -> Run | None:
-        params = tuple(ot.suggest_categorical(SPACE_KEYS[k], space[k]) for k in keys)
+        params = tuple(ot.suggest_categorical(_param(k), space[k]) for k in keys)
         return by_key.get(params)
 
     def ask():
@@ -310,7 +357,7 @@ def simulate(runs: list[Run], pruner: str, seed: int, settings: Settings | None 
             warnings.simplefilter("ignore")  # enqueue_trial / categorical float choices
             if s.sampler == "order":
                 run = by_id[s.order[len(tried)]]
-                study.enqueue_trial({SPACE_KEYS[k]: run.config[k] for k in keys})
+                study.enqueue_trial(dict(zip(map(_param, keys), _key_of(run, keys))))
                 ot = study.ask()
                 assert suggest(ot) is run
                 return ot, run
@@ -322,7 +369,7 @@ def simulate(runs: list[Run], pruner: str, seed: int, settings: Settings | None 
                 study.tell(ot, state=TrialState.FAIL)
             untried = sorted(c for c in by_id if c not in tried)
             run = by_id[rng.choice(untried)]
-            study.enqueue_trial({SPACE_KEYS[k]: run.config[k] for k in keys})
+            study.enqueue_trial(dict(zip(map(_param, keys), _key_of(run, keys))))
             ot = study.ask()
             assert suggest(ot) is run
             return ot, run
@@ -358,10 +405,15 @@ def simulate(runs: list[Run], pruner: str, seed: int, settings: Settings | None 
             k = st["k"]
             result = run.step_result(k)
             if result.get("loss") is not None:
-                ot.report(sign * float(result["loss"]), int(result["samples"]))
+                if live_reports:
+                    ot.report(sign * float(result["loss"]), int(result["samples"]))
+                else:
+                    st["last_report"] = (sign * float(result["loss"]), int(result["samples"]))
             stop = adapter.report(tid, ot, result)
             is_last = k == run.n_steps - 1
             if stop and not is_last:
+                if not live_reports and st.get("last_report"):
+                    ot.report(*st["last_report"])  # TPE reads a pruned trial's last value only
                 study.tell(ot, state=TrialState.PRUNED)
                 adapter.complete(tid, result)
                 records.append(TrialRecord(st["number"], run.config_id, st["start"], now,

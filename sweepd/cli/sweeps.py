@@ -46,6 +46,16 @@ def run(
         console.print(f"[red]{spec}: invalid spec[/red]\n{err}", markup=True, highlight=False)
         raise typer.Exit(2)
 
+    from sweepd.spec.plan import data_preflight
+    from trainer.preflight import format_report, summary
+
+    report = data_preflight(parsed)  # before any trial: bad data fails here, not in every trial
+    if report["errors"]:
+        console.print(f"{spec}: the data would fail every trial; no trial started\n{format_report(report)}",
+                      markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    data_summary = summary(report)
+
     from sweepd.protocol import FINISHED_TRIAL_STATES, TRIAL_STATES, SweepState
     from sweepd.service.driver import run_local
 
@@ -68,20 +78,29 @@ def run(
 
     try:
         with progress:
-            result = run_local(parsed, new=new, on_progress=on_progress, on_start=on_start)
+            result = run_local(parsed, new=new, on_progress=on_progress, on_start=on_start,
+                               preflight=data_summary)
     except SpecError as err:  # search.warm_start names a sweep that cannot be used
         console.print(f"[red]{spec}: invalid spec[/red]\n{err}", markup=True, highlight=False)
         raise typer.Exit(2)
+    result["data_preflight"] = data_summary
+    totals = data_summary["totals"]
     text = json.dumps(result, indent=2, default=str)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
     best = result.get("best")
     ledger = result.get("ledger") or {}
-    console.print(f"sweep {result['sweep_id']}: {result['state']}; "
-                  + (f"best trial {best['number']} {parsed.objective.metric}={best['objective']:.4g} {best['config']}"
-                     if best else "no best trial")
-                  + f"; compute saved {ledger.get('fraction_saved', 0):.0%}", highlight=False)
+    if result["state"] != SweepState.succeeded and result.get("error"):  # one line: why it failed
+        console.print(f"sweep {result['sweep_id']} ({parsed.name}) {result['state']}: "
+                      + " ".join(str(result["error"]).split()), highlight=False, markup=False, soft_wrap=True)
+    else:
+        console.print(f"sweep {result['sweep_id']}: {result['state']}; "
+                      + (f"best trial {best['number']} {parsed.objective.metric}={best['objective']:.4g} "
+                         f"{best['config']}" if best else "no best trial")
+                      + f"; compute saved {ledger.get('fraction_saved', 0):.0%}"
+                      + f"; data: {totals['train_samples']:,} samples, {totals['dropped_overlong']:,} over-long "
+                        f"dropped, {totals['truncated']:,} truncated", highlight=False, soft_wrap=True)
     if not out:
         sys.stdout.write(text + "\n")
     raise typer.Exit(0 if result["state"] == SweepState.succeeded else 1)

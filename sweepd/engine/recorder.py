@@ -8,18 +8,26 @@ writes no duplicate rows.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from sweepd.protocol import FINAL_MARKER, FINISHED_TRIAL_STATES, METRIC_KEYS, NUMBER_KEY, TrialState
 from sweepd.store import repo
 from sweepd.store.db import make_engine, session_scope
-from sweepd.store.models import MetricPoint, utcnow
+from sweepd.store.models import MetricPoint, Trial, utcnow
 
 FLUSH_EVERY_POINTS = 200
 FLUSH_EVERY_SECONDS = 2.0
+TRACEBACK_LINES = 20  # of a crash's traceback, kept in the trial's error_detail
+DETAIL_CHARS = 4000  # and at most this much of them
+# The trainer's own errors (trainer.loop.TrialError, trainer.data.DataError,
+# trainer.models.ModelLoadError): their message is the whole story, worded for the user.
+TRAINER_ERRORS = frozenset({"TrialError", "DataError", "ModelLoadError"})
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+NO_ERROR_TEXT = "trial failed (no error text recorded)"
 
 
 def trial_number(trial) -> int:
@@ -69,17 +77,100 @@ def _final_state(result: dict | None) -> str:
     result at all: the trial was stopped."""
     if not result or result.get(FINAL_MARKER) is None:
         return TrialState.stopped.value
-    ends = (TrialState.completed, TrialState.diverged, TrialState.stopped)
+    ends = (TrialState.completed, TrialState.diverged, TrialState.stopped, TrialState.failed)
     status = result[FINAL_MARKER]
     return status if status in ends else TrialState.completed.value
+
+
+def strip_ansi(text: str) -> str:
+    """Terminal colour codes out (Ray colours its ``ray::ImplicitFunc.train()`` wrapper)."""
+    return _ANSI.sub("", text)
 
 
 def _error_text(trial) -> str:
     path = getattr(trial, "error_file", None)
     if path and Path(path).exists():
-        text = Path(path).read_text(errors="replace").strip()
+        text = strip_ansi(Path(path).read_text(errors="replace")).strip()
         return text[-4000:]
-    return "trial failed (no error text recorded)"
+    return NO_ERROR_TEXT
+
+
+def _pickled_error(trial) -> BaseException | None:
+    """The exception Tune pickled for the trial's last failure (a RayTaskError), if any."""
+    path = getattr(trial, "pickled_error_file", None)
+    if not path or not Path(path).exists():
+        return None
+    try:
+        import ray.cloudpickle as cloudpickle
+
+        with open(path, "rb") as f:
+            return cloudpickle.load(f)
+    except Exception:  # noqa: BLE001 - unreadable: fall back to the text file
+        return None
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The user's exception under Ray's wrappers (RayTaskError, TuneError ... via ``.cause``)."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, BaseException):
+            exc = cause
+            continue
+        break
+    return exc
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def failure_of(exc: BaseException | None, text: str) -> tuple[str, str | None]:
+    """(message, detail) of a failed trial, from Ray's pickled exception and/or its error text.
+
+    A trainer error: its own message, no detail. Anything else: "Type: message", and the last
+    TRACEBACK_LINES lines of the traceback as the detail. No ANSI codes in either."""
+    tb = strip_ansi(text or "").strip()
+    if exc is not None:
+        cause = root_cause(exc)
+        message = strip_ansi(str(cause)).strip()
+        name = type(cause).__name__
+        if name.startswith("RayTaskError(") and name.endswith(")"):  # Ray's dual class: the cause's name
+            name = name[len("RayTaskError("):-1]
+        if name in TRAINER_ERRORS or any(c.__name__ in TRAINER_ERRORS for c in type(cause).__mro__):
+            return message or NO_ERROR_TEXT, None
+        if getattr(exc, "traceback_str", None):
+            tb = strip_ansi(exc.traceback_str).strip() or tb
+        # a RayTaskError's own str is the wrapper text with the traceback: keep only its last line
+        if "Traceback (most recent call last)" in message or message.startswith("ray::"):
+            message = _last_line(message)
+            if ": " in message:
+                return message, _tail(tb)
+        return (f"{name}: {message}" if message else name), _tail(tb)
+    if not tb:
+        return NO_ERROR_TEXT, None
+    last = _last_line(tb)
+    trainer = re.match(r"^(?:[\w.]*\.)?(%s): (.*)$" % "|".join(sorted(TRAINER_ERRORS)), last)
+    if trainer:  # "trainer.data.DataError: train.jsonl:3: ..." -> the trainer's message
+        return trainer.group(2).strip() or NO_ERROR_TEXT, None
+    return last, _tail(tb)
+
+
+def _tail(text: str) -> str | None:
+    lines = [ln for ln in text.splitlines() if not ln.startswith("Failure # ")]
+    tail = "\n".join(lines[-TRACEBACK_LINES:]).strip()
+    return tail[-DETAIL_CHARS:] or None
+
+
+def trial_failure(trial) -> tuple[str, str | None]:
+    """(message, detail) for a trial Tune reports as errored."""
+    path = getattr(trial, "error_file", None)
+    text = Path(path).read_text(errors="replace") if path and Path(path).exists() else ""
+    if "Failure # " in text:  # the file accumulates every attempt: keep the last one
+        text = "Failure # " + text.rsplit("Failure # ", 1)[1]
+    return failure_of(_pickled_error(trial), text)
 
 
 try:
@@ -153,6 +244,9 @@ class StoreRecorder(Callback, _StoreClient):
                           seconds=float(result.get("seconds") or 0))
             if state == TrialState.diverged:
                 fields["reason"] = result.get("reason")
+            if state == TrialState.failed:  # a trainer error, reported by the trainable (no retry)
+                fields.update(objective=None, error=strip_ansi(str(result.get("reason") or NO_ERROR_TEXT)),
+                              error_detail=None)
         with self.session() as s:
             previous = repo.get_trial_by_number(s, self.sweep_id, trial_number(trial))
             if previous is not None and previous.state in FINISHED_TRIAL_STATES:
@@ -161,9 +255,10 @@ class StoreRecorder(Callback, _StoreClient):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._flush()
+        message, detail = trial_failure(trial)
         with self.session() as s:
             repo.upsert_trial(s, self.sweep_id, trial_number(trial), state=TrialState.failed,
-                              error=_error_text(trial), finished_at=utcnow())
+                              error=message, error_detail=detail, finished_at=utcnow())
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._flush()
@@ -171,7 +266,67 @@ class StoreRecorder(Callback, _StoreClient):
             number = trial_number(trial)
             repo.add_event(s, self.sweep_id, "state", f"trial {number} crashed; retrying",
                            trial_id=repo.trial_id_for(self.sweep_id, number),
-                           payload={"error": _error_text(trial)[-1000:]})
+                           payload={"error": _error_text(trial)[-1000:], "message": trial_failure(trial)[0]})
 
     def on_experiment_end(self, trials, **info):
         self._flush()
+
+
+try:
+    from ray.tune import Stopper
+except ImportError:  # pragma: no cover - ray is a hard dependency
+    Stopper = object
+
+
+class SameFailureStopper(Stopper, _StoreClient):
+    """Stops the sweep once its first ``k`` finished trials (k = search.max_concurrent) all failed
+    with the same message: the next ones would fail the same way (bad data, a bad model path).
+    finalize_sweep then fails the sweep with "all k trials failed: <message>". Reads the store,
+    at most once a CHECK_EVERY_SECONDS; trials numbered below ``first_number`` (an extension's
+    earlier segments) do not count."""
+
+    CHECK_EVERY_SECONDS = 0.25  # a trainer error ends a trial in seconds: look soon
+
+    def __init__(self, db_url: str, sweep_id: str, k: int, first_number: int = 1) -> None:
+        _StoreClient.__init__(self, db_url, sweep_id)
+        self.k, self.first_number = max(1, int(k)), int(first_number)
+        self._last_check = 0.0
+        self._stop = False
+
+    def __getstate__(self) -> dict:
+        state = _StoreClient.__getstate__(self)
+        state["_last_check"], state["_stop"] = 0.0, False
+        return state
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        now = time.monotonic()
+        if not self._stop and now - self._last_check >= self.CHECK_EVERY_SECONDS:
+            self._last_check = now
+            try:
+                self._stop = self.verdict() is not None
+            except Exception:  # a busy database: look again next time
+                pass
+        return self._stop
+
+    def finished(self) -> bool:
+        """Looked up now (the searcher asks before each suggestion): launch no more trials?"""
+        if not self._stop:
+            try:
+                self._stop = self.verdict() is not None
+            except Exception:  # a busy database: launch; the stopper looks again
+                pass
+        return self._stop
+
+    def verdict(self) -> tuple[int, str] | None:
+        from types import SimpleNamespace
+
+        from sweepd.engine.finalize import uniform_failure
+
+        with self.session() as s:
+            rows = s.execute(select(Trial.number, Trial.state, Trial.error, Trial.reason)
+                             .where(Trial.sweep_id == self.sweep_id, Trial.number >= self.first_number)).all()
+        trials = [SimpleNamespace(number=n, state=st, error=err, reason=why) for n, st, err, why in rows]
+        return uniform_failure(trials, self.k)

@@ -17,6 +17,8 @@ learns a result under params that did not produce it.
 A compute-budget sweep (``search.compute_budget``) gives the searcher a ``BudgetGate``
 (engine/budget.py): before each suggestion it asks the store whether another trial's full cost
 fits what is left, and suggests nothing (waits) or says ``Searcher.FINISHED`` when it does not.
+Likewise a ``failure_gate`` (recorder.SameFailureStopper): once the sweep's first max_concurrent
+trials all failed with the same message, it says ``Searcher.FINISHED``.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ NUMBER_ATTR = "sweepd_number"  # the sweep's trial number, on each Optuna trial
 
 class SweepOptunaSearch(OptunaSearch):
     def __init__(self, *args, intermediate_key: str = "loss", time_attr: str = "samples",
-                 budget: BudgetGate | None = None, first_number: int = 1, **kwargs):
+                 budget: BudgetGate | None = None, first_number: int = 1, failure_gate=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._intermediate_key = intermediate_key
         self._time_attr = time_attr
         self._numbered = first_number - 1  # an extended sweep's new Tune run numbers on from its last trial
         self._budget = budget
+        self._failure_gate = failure_gate  # recorder.SameFailureStopper: the first trials all failed alike
         self._launched: dict[str, tuple[int, dict]] = {}  # trial id -> (number, params)
 
     def running_trials(self) -> dict[int, dict]:
@@ -47,6 +50,9 @@ class SweepOptunaSearch(OptunaSearch):
         return {n: params for tid, (n, params) in self._launched.items() if tid not in self._completed_trials}
 
     def suggest(self, trial_id: str):
+        if (getattr(self, "_failure_gate", None) is not None and trial_id not in self._ot_trials
+                and self._failure_gate.finished()):
+            return Searcher.FINISHED
         if self._budget is not None and trial_id not in self._ot_trials:
             verdict = self._budget.verdict(self.running_trials())
             if verdict == FINISHED:

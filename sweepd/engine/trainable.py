@@ -1,5 +1,9 @@
 """A trial as a Ray Tune function trainable: the trainer with a Tune reporter.
 
+A trainer error (TrialError, DataError, ModelLoadError: the trial's inputs are wrong) ends the
+trial with a final result of status "failed" and the error's message as its reason, so Tune does
+not retry it and the store gets the message as the trainer worded it (see recorder.py).
+
 Every optimizer step is reported (the pruner decides on them); the objective metrics are reported
 in the final result, which alone carries FINAL_MARKER: a trial that ends without it was stopped,
 and Optuna records it as PRUNED rather than COMPLETE with a partial value (see search.py), even
@@ -27,13 +31,35 @@ class TuneReporter:
     def final(self, result: dict) -> None:
         flat = {k: v for k, v in result.items() if not isinstance(v, dict) and v is not None}
         flat[FINAL_MARKER] = result["status"]
-        if result.get("status") == "diverged":  # no objective for a diverged trial
+        if result.get("status") in ("diverged", "failed"):  # no objective for a diverged or failed trial
             flat = {k: v for k, v in flat.items() if k in ("status", "steps", "samples", "tokens", "seconds",
                                                             "reason", FINAL_MARKER)}
         self._send(flat)
 
     def should_stop(self) -> bool:
         return False  # Ray Tune stops the trial itself
+
+
+def trainer_errors() -> tuple[type[Exception], ...]:
+    """The trainer's own errors: a problem with the trial's inputs (data, model, config), worded
+    for the user. Rerunning the trial would fail the same way."""
+    from trainer.data import DataError
+    from trainer.loop import TrialError
+    from trainer.models import ModelLoadError
+
+    return (TrialError, DataError, ModelLoadError)
+
+
+def report_failure(reporter: "TuneReporter", err: Exception) -> None:
+    """A trainer error ends the trial with a final result of status failed and the error's own
+    message as its reason: no Ray wrapper, no traceback, and (a finished trial) no retry."""
+    reporter.final({"status": "failed", "reason": clean_message(str(err))})
+
+
+def clean_message(text: str) -> str:
+    from sweepd.engine.recorder import strip_ansi
+
+    return strip_ansi(text).strip() or "trial failed (no error text recorded)"
 
 
 class TrainReporter(TuneReporter):
@@ -66,7 +92,10 @@ def _train_worker_loop(config: dict) -> None:
     nodes: list = [None] * dist.get_world_size()
     dist.all_gather_object(nodes, ray.util.get_node_ip_address())
     reporter = TrainReporter(",".join(nodes))
-    run_trial(spec.trial_config(config["params"], output_dir=config.get("output_dir")), reporter)
+    try:  # every rank loads the same model and data, so every rank fails the same way
+        run_trial(spec.trial_config(config["params"], output_dir=config.get("output_dir")), reporter)
+    except trainer_errors() as err:
+        report_failure(reporter, err)
 
 
 def run_multi_worker(spec, params: dict, output_dir: str | None) -> None:
@@ -137,5 +166,8 @@ def run_trial_in_tune(params: dict, *, spec_doc: dict, db_url: str, sweep_id: st
     if spec.resources.workers_per_trial > 1:
         run_multi_worker(spec, params, output_dir)
         return
-    cfg = spec.trial_config(params, output_dir=output_dir)
-    run_trial(cfg, TuneReporter())
+    reporter = TuneReporter()
+    try:
+        run_trial(spec.trial_config(params, output_dir=output_dir), reporter)
+    except trainer_errors() as err:
+        report_failure(reporter, err)

@@ -17,7 +17,7 @@ from ray import tune
 
 from sweepd.engine.budget import BudgetGate
 from sweepd.engine.cancel import CancelStopper
-from sweepd.engine.recorder import DecisionWriter, StoreRecorder, trial_key
+from sweepd.engine.recorder import DecisionWriter, SameFailureStopper, StoreRecorder, trial_key
 from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
 from sweepd.engine.trainable import run_trial_in_tune
 from sweepd.engine import warm_start
@@ -33,6 +33,8 @@ def ensure_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # The objective arrives only in a trial's final result (see trainable.py), by design.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # A crashed trial's message and traceback go to the store (recorder.py), not the console.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # Save the experiment state often: after a crash, a resume then reruns little and
     # re-suggests no trial whose number the store already holds.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
@@ -60,6 +62,7 @@ def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path, *, stu
         storage=optuna_storage(db_url), study_name=study_name or f"sweepd-{sweep_id}", first_number=first_number,
         metric=metric, mode=mode, intermediate_key="loss", time_attr=spec.pruner_time_attr,
         budget=BudgetGate.for_spec(spec, db_url, sweep_id),  # compute_budget: stop when spent
+        failure_gate=same_failure(spec, db_url, sweep_id, first_number),  # the first trials all failed alike
     )
     scheduler = EarlySignalScheduler(spec.pruner_config(), metric=metric, mode=mode,
                                      on_decision=DecisionWriter(db_url, sweep_id),
@@ -67,6 +70,13 @@ def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path, *, stu
                                      trial_key=trial_key)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.planned_trials - first_number + 1,
                            max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True)
+
+
+def same_failure(spec: SweepSpec, db_url: str, sweep_id: str, first_number: int) -> SameFailureStopper:
+    """Once the first k = max_concurrent trials all failed with the same message, launch no more
+    (the searcher asks it) and stop the running ones (as the run's stopper)."""
+    return SameFailureStopper(db_url, sweep_id, k=min(spec.search.max_concurrent, spec.planned_trials),
+                              first_number=first_number)
 
 
 def models_dir(home: Path, sweep_id: str) -> Path:
@@ -110,7 +120,9 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
                                   pruner=tune_config.scheduler.pruner)
         run_config = tune.RunConfig(
             name=exp.name, storage_path=str(exp.parent), verbose=0, callbacks=[recorder],
-            stop=CancelStopper(db_url, sweep_id),
+            # cancelled, or the first max_concurrent trials all failed the same way (bad data ...)
+            stop=tune.stopper.CombinedStopper(CancelStopper(db_url, sweep_id),
+                                              same_failure(spec, db_url, sweep_id, first_number)),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )

@@ -104,9 +104,11 @@ def drive(engine, db_url: str, sweep_id: str, spec: SweepSpec, *, on_progress=No
                               models_root=models_dir(home, sweep_id) if spec.save_best_model else None)
 
 
-def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=None) -> dict:
+def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=None,
+              preflight: dict | None = None) -> dict:
     """`sweepd run`: create (or find the unfinished) sweep for this spec and drive it here.
-    ``on_start(sweep_id, resumed)`` is called once the sweep is known."""
+    ``on_start(sweep_id, resumed)`` is called once the sweep is known; ``preflight`` (the data
+    preflight's summary) is stored with a new sweep as a "data" event."""
     settings = get_settings()
     db_url = settings.resolved_database_url
     Path(settings.home).mkdir(parents=True, exist_ok=True)
@@ -121,11 +123,22 @@ def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=
             if problems:
                 raise SpecError(problems)
             sweep = repo.create_sweep(s, name=spec.name, spec=doc, fingerprint=fingerprint(spec))
+            if preflight is not None:
+                record_preflight(s, sweep.id, preflight)
         repo.heartbeat(s, sweep.id, controller=driver_name())
         sweep_id = sweep.id
     if on_start:
         on_start(sweep_id, resumed)
     return drive(engine, db_url, sweep_id, spec, on_progress=on_progress)
+
+
+def record_preflight(session, sweep_id: str, summary: dict) -> None:
+    """The data preflight's summary as the sweep's "data" event (the sweep page lists events)."""
+    t = summary.get("totals") or {}
+    repo.add_event(session, sweep_id, "data",
+                   f"data preflight: {t.get('train_samples', 0):,} train samples, "
+                   f"{t.get('dropped_overlong', 0):,} over-long dropped, {t.get('truncated', 0):,} truncated",
+                   payload=summary)
 
 
 def extend_local(sweep_id: str, *, trials: int | None = None, budget: float | None = None, space=None,

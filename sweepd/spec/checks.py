@@ -123,8 +123,10 @@ def check_pruner_signal(s: Sections, ctx: Context) -> Iterator[Problem]:
 
 
 def check_pruner_grace(s: Sections, ctx: Context) -> Iterator[Problem]:
-    """The first rung comes before the end of the longest trial, or nothing could be stopped."""
-    if s.pruner is None or s.pruner.type == "none" or s.budget is None or s.search is None:
+    """The first rung the user set comes before the end of the longest trial, or nothing could be
+    stopped. A grace left to the pruner class's default is not the user's mistake: if it does not
+    fit, the pruner stops nothing and `sweepd validate` says so (no rung below the budget)."""
+    if s.pruner is None or s.pruner.type == "none" or s.pruner.grace is None or s.budget is None or s.search is None:
         return
     pruner = s.pruner.on_axis()  # grace and time_attr as the pruner class resolves them
     unit = pruner.time_attr

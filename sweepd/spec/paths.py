@@ -1,5 +1,7 @@
 """Data and model paths: relative ones start in the context's ``base_dir``; with
-``check_paths`` each must exist and, symlinks followed, lie inside one of the data roots."""
+``check_paths`` each must exist and, symlinks followed, lie inside one of the data roots. A model
+path that is a Hugging Face Hub name and no folder here resolves to its snapshot in the local
+cache (trainer/hub.py), and the data-roots rule applies to that folder."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 from sweepd.spec.capacity import Context
 from sweepd.spec.errors import Problem
+from trainer.hub import ModelNotCached, is_hub_name, resolve_hub_model
 
 
 def resolve_path(label: str, raw: str, want: str, ctx: Context) -> tuple[str | None, Problem | None]:
@@ -16,6 +19,13 @@ def resolve_path(label: str, raw: str, want: str, ctx: Context) -> tuple[str | N
     p = Path(raw).expanduser()
     if not p.is_absolute():
         p = ctx.base() / p
+    if want == "dir" and not p.exists() and is_hub_name(raw):  # a Hub name: its snapshot in the local cache
+        try:
+            p = Path(resolve_hub_model(raw, label, local=str(p)))
+        except ModelNotCached as err:
+            if not ctx.check_paths:  # the trainer resolves it where it runs
+                return raw, None
+            return None, (label, str(err).removeprefix(f"{label}: "))
     if not ctx.check_paths:
         return os.path.abspath(p), None
     try:

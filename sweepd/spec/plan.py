@@ -12,7 +12,11 @@
 - ``compute``: the maximum a sweep can spend: planned trials x the largest full budget, in
   samples and estimated tokens (no pruning at all).
 
-``validate_command(path)`` is what the CLI calls: ``(0, plan text)`` or ``(2, every error)``.
+With a data preflight report (``trainer/preflight.py``, see ``data_preflight``) the mean comes
+from every train sample instead, and the plan carries the preflight's summary.
+
+``validate_command(path)`` is what the CLI calls: ``(0, plan text + the preflight's per-file
+table)`` or ``(2, every error)``: spec problems, or data errors as file:line: reason.
 """
 
 from __future__ import annotations
@@ -86,14 +90,31 @@ def measure_samples(spec: SweepSpec, limit: int = SAMPLE_LINES) -> dict[str, Any
     return out
 
 
-def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES) -> dict[str, Any]:
+def data_preflight(spec: SweepSpec) -> dict[str, Any]:
+    """The data preflight of a spec's data with its model's tokenizer, cached under
+    ``SWEEPD_HOME/preflight`` (trainer/preflight.py). ``report["errors"]`` empty: data is fine."""
+    from sweepd.settings import get_settings
+    from trainer.preflight import preflight
+
+    return preflight(spec.data, spec.model.path, cache_dir=Path(get_settings().home) / "preflight")
+
+
+def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES,
+                  preflight: dict[str, Any] | None = None) -> dict[str, Any]:
     from sweepd.pruners import make_pruner
     from trainer.batching import DEFAULT_MICRO_BATCH_TOKENS
+    from trainer.preflight import summary
 
     res = spec.resources
     workers = res.workers_per_trial
     n_train = spec.train_samples()
-    measured = measure_samples(spec, sample_limit)
+    totals = (preflight or {}).get("totals") or {}
+    if totals.get("train_samples"):  # every train sample, as trials will see them
+        n_train = totals["train_samples"]
+        measured = {"mean_tokens": round(totals["train_tokens"] / n_train, 1), "measured": n_train,
+                    "note": None, "all": True}
+    else:
+        measured = measure_samples(spec, sample_limit)
     mean = measured["mean_tokens"]
 
     mbt_values = spec.candidates("resources.micro_batch_tokens")
@@ -178,7 +199,9 @@ def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES) -> dict[
             "train_samples": n_train,
             "mean_sample_tokens": mean,
             "measured_lines": measured["measured"],
+            "measured_all": measured.get("all", False),
             "note": measured["note"],
+            "preflight": summary(preflight) if preflight else None,
         },
         "batches": batches,
         "pruner": pruner_info,
@@ -235,7 +258,9 @@ def format_plan(plan: dict[str, Any]) -> str:
         f"{_n(res['gpus_per_trial'])} GPU(s), ZeRO stage {res['zero_stage']}, up to {res['max_failures']} retr"
         f"{'y' if res['max_failures'] == 1 else 'ies'}",
         f"data: {_n(data['train_samples'])} train samples; mean "
-        + (f"{_n(data['mean_sample_tokens'])} tokens over the first {data['measured_lines']} lines"
+        + (f"{_n(data['mean_sample_tokens'])} tokens over "
+           + (f"all {_n(data['measured_lines'])} samples" if data.get("measured_all")
+              else f"the first {data['measured_lines']} lines")
            if data["mean_sample_tokens"] is not None else "length unknown")
         + (f" ({data['note']})" if data["note"] else ""),
         "",
@@ -283,4 +308,11 @@ def validate_command(
         spec = load_spec(Path(path), check_paths=check_paths, capacity=capacity)
     except SpecError as err:
         return 2, err.format()
-    return 0, format_plan(describe_plan(spec))
+    if not check_paths:  # a spec for another machine: its data is not here to read
+        return 0, format_plan(describe_plan(spec))
+    from trainer.preflight import format_report
+
+    report = data_preflight(spec)
+    if report["errors"]:
+        return 2, f"{path}: the data would fail every trial\n" + format_report(report)
+    return 0, format_plan(describe_plan(spec, preflight=report)) + "\n\n" + format_report(report)

@@ -22,8 +22,9 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from sweepd.store.db import insert_or_ignore
+from sweepd.store.events import add_event, list_events  # noqa: F401  (the repository is their door)
+from sweepd.store.lookup import NotFound, require_sweep
 from sweepd.store.models import (
-    Event,
     EventKind,
     Sweep,
     SweepState,
@@ -34,10 +35,6 @@ from sweepd.store.models import (
 
 T = TypeVar("T")
 
-
-
-class NotFound(LookupError):
-    """A sweep, trial or token that does not exist."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +69,6 @@ def _state(kind: type[SweepState] | type[TrialState], state: str | SweepState | 
 
 _sweep_state = partial(_state, SweepState)
 _trial_state = partial(_state, TrialState)
-
-
-def _require_sweep(session: Session, sweep_id: str) -> Sweep:
-    sweep = session.get(Sweep, sweep_id)
-    if sweep is None:
-        raise NotFound(f"no sweep {sweep_id!r}")
-    return sweep
 
 
 # ------------------------------------------------------------------------------------ sweeps
@@ -226,7 +216,7 @@ def update_ledger(
     session: Session, sweep_id: str, changes: Mapping[str, Any], *, replace: bool = False
 ) -> dict[str, Any]:
     """Merge ``changes`` into the sweep's ledger (or replace it); returns the new ledger."""
-    sweep = _require_sweep(session, sweep_id)
+    sweep = require_sweep(session, sweep_id)
     ledger = dict(changes) if replace else {**(sweep.ledger or {}), **changes}
     sweep.ledger = ledger  # a new dict, so the change is seen
     session.flush()
@@ -234,7 +224,7 @@ def update_ledger(
 
 
 def set_best_trial(session: Session, sweep_id: str, trial_id: str | None) -> None:
-    sweep = _require_sweep(session, sweep_id)
+    sweep = require_sweep(session, sweep_id)
     if trial_id is not None:
         trial = session.get(Trial, trial_id)
         if trial is None or trial.sweep_id != sweep_id:
@@ -243,74 +233,11 @@ def set_best_trial(session: Session, sweep_id: str, trial_id: str | None) -> Non
     session.flush()
 
 
-# ------------------------------------------------------------------- warm starts, extensions
-
-
-def previous_sweep(session: Session, *, name: str, fingerprint: str | None, exclude: str | None = None) -> Sweep | None:
-    """The most recently finished succeeded sweep with this name and fingerprint (other than
-    ``exclude``), or None. A sweep without a fingerprint has no previous one."""
-    if not fingerprint:
-        return None
-    stmt = select(Sweep).where(Sweep.name == name, Sweep.fingerprint == fingerprint,
-                               Sweep.state == SweepState.succeeded.value)
-    if exclude is not None:
-        stmt = stmt.where(Sweep.id != exclude)
-    stmt = stmt.order_by(Sweep.finished_at.desc(), Sweep.created_at.desc(), Sweep.id.desc()).limit(1)
-    return session.scalars(stmt).first()
-
-
-def record_warm_start(session: Session, sweep_id: str, *, source: str | None, details: Mapping[str, Any]) -> Sweep:
-    """Store where the sweep's prior came from (``source``: a sweep id, None for a cold start)
-    and what was taken from it."""
-    sweep = _require_sweep(session, sweep_id)
-    sweep.warm_started_from = source
-    sweep.warm_start = dict(details)
-    session.flush()
-    return sweep
-
-
-def set_study_name(session: Session, sweep_id: str, study_name: str) -> None:
-    sweep = _require_sweep(session, sweep_id)
-    sweep.optuna_study_name = study_name
-    session.flush()
-
-
-def extend_sweep(
-    session: Session,
-    sweep_id: str,
-    spec: Mapping[str, Any],
-    *,
-    message: str,
-    payload: Mapping[str, Any] | None = None,
-) -> Sweep | None:
-    """Queue a finished sweep again with ``spec`` (more trials or budget, maybe a narrowed
-    space): state ``queued``, one more extension, no finish time, error or chosen best trial
-    (the driver picks them again). A compare-and-set: None when the sweep is not finished
-    (NotFound when there is no such sweep). Records a ``state`` event with ``message``."""
-    terminal = [s.value for s in SweepState if s.terminal]
-    stmt = (
-        update(Sweep)
-        .where(Sweep.id == sweep_id, Sweep.state.in_(terminal))
-        .values(state=SweepState.queued.value, spec=dict(spec), extensions=Sweep.extensions + 1,
-                finished_at=None, error=None, best_trial_id=None, heartbeat_at=None, controller=None)
-        .execution_options(synchronize_session=False)
-    )
-    if session.execute(stmt).rowcount == 0:
-        _require_sweep(session, sweep_id)
-        return None
-    sweep = session.get(Sweep, sweep_id)
-    assert sweep is not None
-    session.refresh(sweep)
-    add_event(session, sweep_id, EventKind.state, message,
-              payload={"state": SweepState.queued.value, "extension": sweep.extensions, **(payload or {})})
-    return sweep
-
-
 # ------------------------------------------------------------------------------------ trials
 
 _TRIAL_FIELDS = frozenset(
     {
-        "config", "state", "objective", "metrics_final", "stopped_at", "reason", "error",
+        "config", "state", "objective", "metrics_final", "stopped_at", "reason", "error", "error_detail",
         "attempts", "started_at", "finished_at", "samples", "tokens", "seconds",
     }
 )
@@ -320,7 +247,7 @@ def upsert_trial(session: Session, sweep_id: str, number: int, **fields: Any) ->
     """Create trial ``number`` of a sweep, or update it: (sweep_id, number) is the key.
 
     ``fields`` are Trial columns (config, state, objective, metrics_final, stopped_at, reason,
-    error, attempts, started_at, finished_at, samples, tokens, seconds); those not given keep
+    error, error_detail, attempts, started_at, finished_at, samples, tokens, seconds); those not given keep
     their value. Safe to call again after a resume, and safe against a concurrent writer.
     """
     unknown = set(fields) - _TRIAL_FIELDS
@@ -328,7 +255,7 @@ def upsert_trial(session: Session, sweep_id: str, number: int, **fields: Any) ->
         raise ValueError(f"unknown trial field(s): {', '.join(sorted(unknown))}")
     if "state" in fields:
         fields["state"] = _trial_state(fields["state"])
-    _require_sweep(session, sweep_id)
+    require_sweep(session, sweep_id)
     trial_id = trial_id_for(sweep_id, number)
     base = {
         "id": trial_id,
@@ -394,58 +321,8 @@ def count_trials(session: Session, sweep_id: str | None = None, *, state: str | 
     return session.scalar(stmt) or 0
 
 
-# ------------------------------------------------------------------------------------ events
-
-
-def add_event(
-    session: Session,
-    sweep_id: str,
-    kind: str | EventKind,
-    message: str,
-    *,
-    trial_id: str | None = None,
-    payload: Mapping[str, Any] | None = None,
-) -> Event:
-    """Record something that happened: a pruner decision (with its inputs in ``payload``), a
-    state change, an error. ``message`` is a sentence a person can read."""
-    kind = kind.value if isinstance(kind, EventKind) else str(kind)
-    event = Event(
-        sweep_id=sweep_id,
-        trial_id=trial_id,
-        kind=kind,
-        message=message,
-        payload=dict(payload) if payload is not None else None,
-        created_at=utcnow(),
-    )
-    session.add(event)
-    session.flush()
-    return event
-
-
-def list_events(
-    session: Session,
-    sweep_id: str,
-    *,
-    kind: str | EventKind | None = None,
-    trial_id: str | None = None,
-    after_id: int | None = None,
-    limit: int | None = None,
-) -> list[Event]:
-    """A sweep's events in the order they were written (``after_id``: only newer ones)."""
-    stmt = select(Event).where(Event.sweep_id == sweep_id)
-    if kind is not None:
-        stmt = stmt.where(Event.kind == (kind.value if isinstance(kind, EventKind) else kind))
-    if trial_id is not None:
-        stmt = stmt.where(Event.trial_id == trial_id)
-    if after_id is not None:
-        stmt = stmt.where(Event.id > after_id)
-    stmt = stmt.order_by(Event.id)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(session.scalars(stmt).all())
-
-
-# ---- metric points and tokens live in their own modules; the repository is their one door ----
+# ---- metric points, tokens and sweep history live in their own modules; the repository is
+# their one door (``repo.add_metric_points``, ``repo.create_token``, ``repo.extend_sweep`` ...) ----
 
 from sweepd.store.metric_points import (  # noqa: E402,F401
     METRIC_BATCH_SIZE,
@@ -462,4 +339,10 @@ from sweepd.store.tokens import (  # noqa: E402,F401
     revoke_token,
     touch_token,
     verify_token,
+)
+from sweepd.store.sweep_history import (  # noqa: E402,F401
+    extend_sweep,
+    previous_sweep,
+    record_warm_start,
+    set_study_name,
 )

@@ -17,8 +17,8 @@ def test_trials_list_filter_and_one_trial(api: Api, seeded: Seeded):
     items = api.get(f"{API}/sweeps/{seeded.sweep_id}/trials").json()["items"]
     assert [t["number"] for t in items] == [0, 1, 2, 3, 4]
     assert set(items[0]) == {"id", "sweep_id", "number", "state", "config", "objective", "metrics_final",
-                             "stopped_at", "reason", "error", "attempts", "samples", "tokens", "seconds",
-                             "started_at", "finished_at"}
+                             "stopped_at", "reason", "error", "error_detail", "attempts", "samples", "tokens",
+                             "seconds", "started_at", "finished_at"}
     stopped = api.get(f"{API}/sweeps/{seeded.sweep_id}/trials", params={"state": "stopped"}).json()["items"]
     assert [(t["number"], t["stopped_at"], t["reason"]) for t in stopped] == [(3, 64.0, "grad norm is 3rd of 3")]
     one = api.get(f"{API}/trials/{seeded.trial_ids[1]}").json()

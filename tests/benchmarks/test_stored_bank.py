@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -52,15 +53,18 @@ def test_report_runs_from_the_stored_bank(tmp_path):
 def test_bench_pruning_quick_prints_one_line_per_pruner_and_a_default(tmp_path, capsys):
     from benchmarks.pruning import bench
 
-    assert bench.main(["--quick", "--curve", "8", "--out", str(tmp_path)]) == 0
+    assert bench.main(["--quick", "--banks", "curve_bank", "--pruners", "none,asha_loss,asha_loss_sweepd,paper",
+                       "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    pattern = re.compile(r"^pruner=(\w+) compute=(\d\.\d{3}) regret=(\d\.\d{4}) hit=(\d\.\d{2})$")
+    pattern = re.compile(r"^bank=curve_bank pruner=(\w+) r5=(\d\.\d{4}) r10=(\d\.\d{4}) r20=(\d\.\d{4}) r30=(\d\.\d{4})$")
     matches = [pattern.match(line) for line in lines[:-1]]
     assert all(matches), lines
-    assert [m.group(1) for m in matches] == list(PRUNERS)
-    none = matches[0]
-    assert float(none.group(2)) == pytest.approx(16 / 48, abs=1e-3)  # 16 full runs of 48
-    assert all(float(m.group(2)) <= float(none.group(2)) + 1e-9 for m in matches)
+    assert [m.group(1) for m in matches] == ["none", "asha_loss", "asha_loss_sweepd", "paper"]
     assert re.match(r"^default=(\w+)$", lines[-1]) and lines[-1].split("=")[1] in PRUNERS
-    assert (tmp_path / "pruning_quick.json").exists()
+    data = json.loads((tmp_path / "pruning_quick.json").read_text())
+    none = data["banks"]["curve_bank"]["curves"]["none"]
+    assert [p["n_trials"] for p in none] == [8, 16]
+    assert none[1]["compute"] == pytest.approx(16 / 48)  # 16 full runs of 48
+    for name, curve in data["banks"]["curve_bank"]["curves"].items():
+        assert all(q["compute"] <= p["compute"] + 1e-9 for p, q in zip(none, curve)), name
     assert (tmp_path / "pruning_regret_vs_compute_quick.png").stat().st_size > 1000

@@ -1,5 +1,6 @@
-"""Trials that crash are retried max_failures times, then FAILED with the error text; trials
-that diverge are DIVERGED. Both through the real engine."""
+"""Trials that crash are retried max_failures times, then FAILED with the exception's type and
+message (the traceback apart); trials that diverge are DIVERGED. Both through the real engine.
+(A trainer error is not retried: tests/e2e/test_trial_error_messages.py.)"""
 
 import json
 
@@ -14,8 +15,15 @@ TWO_TRIALS = {"search": {"num_trials": 2, "max_concurrent": 2}, "budget": {"max_
 
 def test_crashing_trials_are_retried_then_failed_with_their_error(sweep_env, tmp_path):
     env, data = sweep_env
-    # every sample is longer than 16 tokens: the trainer raises on the first one
-    spec = demo_spec(data, tmp_path / "crash.yaml", data={"max_seq_len": 16},
+    # weights cut short: safetensors raises while loading (no trainer error: a crash, retried); the
+    # spec check and the data preflight read no weights, so only the trial finds out
+    model_dir = tmp_path / "cut-weights"
+    loaded = load_model("builtin:tiny")
+    loaded.model.save_pretrained(model_dir)
+    loaded.tokenizer.save_pretrained(model_dir)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    spec = demo_spec(data, tmp_path / "crash.yaml", model={"path": str(model_dir)},
                      resources={"max_failures": 1}, **TWO_TRIALS)
     proc = sweepd("run", str(spec), "--out", str(tmp_path / "result.json"), env=env, timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -23,7 +31,9 @@ def test_crashing_trials_are_retried_then_failed_with_their_error(sweep_env, tmp
     assert result["state"] == "failed" and result["best"] is None
     assert [t["state"] for t in result["trials"]] == ["failed", "failed"]
     for t in result["trials"]:
-        assert "over-long sample" in t["reason"] and "max_seq_len=16" in t["reason"]
+        assert t["reason"].startswith("SafetensorError: ")  # the exception's type and message
+        assert t["error_detail"].rstrip().endswith(t["reason"].split(": ", 1)[1])  # its traceback, apart
+    assert result["error"] == f"all 2 trials failed: {result['trials'][0]['reason']}"
     with db(env) as conn:
         assert conn.execute("SELECT attempts FROM sweepd_trials").fetchall() == [(2,), (2,)]  # 1 + 1 retry
         assert {s for (s,) in conn.execute("SELECT state FROM trials")} == {"FAIL"}

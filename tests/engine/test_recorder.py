@@ -168,7 +168,8 @@ def test_a_failed_trial_keeps_the_end_of_its_error(engine, recorder, sweep_id, t
 
     failed, points = stored(engine, sweep_id, 5)
     assert failed.state == "failed" and failed.finished_at is not None and len(points) == 1
-    assert failed.error.endswith("RuntimeError: CUDA out of memory") and len(failed.error) == 4000
+    assert failed.error == "RuntimeError: CUDA out of memory"  # the message; the end of the text apart
+    assert failed.error_detail.endswith("RuntimeError: CUDA out of memory") and len(failed.error_detail) == 4000
     assert stored(engine, sweep_id, 6)[0].error == "trial failed (no error text recorded)"
 
 

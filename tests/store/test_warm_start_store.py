@@ -26,7 +26,7 @@ def test_upgrade_from_the_previous_head_keeps_the_sweeps_and_adds_the_columns(db
                 "VALUES ('old1', 'nightly', 'succeeded', '{\"name\": \"nightly\"}', :now, '{}', 'sweepd-old1')"),
                 {"now": utcnow()})
         upgrade(db_url)
-        assert current_revision(db_url) == head_revision() == "0002"
+        assert current_revision(db_url) == head_revision()
         assert _schema_diff(db_url) == []
         columns = {c["name"] for c in inspect(engine).get_columns("sweepd_sweeps")}
         assert {"fingerprint", "warm_started_from", "warm_start", "extensions"} <= columns

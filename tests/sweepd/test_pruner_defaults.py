@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweepd.pruners import DEFAULT_PRUNER_TYPE, PRUNERS, NopPruner, make_pruner, option_defaults
+from sweepd.pruners import DEFAULT_PRUNER_TYPE, PRUNERS, make_pruner, option_defaults
 from sweepd.spec import Capacity, parse_spec
 
 CONTEXT = {"max_t", "metric", "mode"}  # filled from the spec's budget and objective, not defaults
@@ -62,11 +62,14 @@ def test_a_spec_with_nothing_set_builds_the_class_defaults(tmp_path: Path, kind:
 
 def test_no_pruner_section_means_the_default_type(tmp_path: Path):
     spec = parse_spec(minimal_spec(tmp_path, None), data_roots=[tmp_path], capacity=Capacity.unlimited())
-    assert spec.pruner.type == DEFAULT_PRUNER_TYPE == "none"
-    assert isinstance(make_pruner(spec.pruner_config()), NopPruner)
+    assert spec.pruner.type == DEFAULT_PRUNER_TYPE
+    pruner = make_pruner(spec.pruner_config())
+    assert isinstance(pruner, PRUNERS[DEFAULT_PRUNER_TYPE])
+    if DEFAULT_PRUNER_TYPE != "none":  # the benchmark's pick: ASHA on the learned signal
+        assert pruner.signal_name == option_defaults(DEFAULT_PRUNER_TYPE)["signal"]
 
 
 def test_the_factory_fills_unset_options_from_the_class():
     pruner = make_pruner({"type": "asha", "grace": 64, "signal": None})
-    assert pruner.grace == 64 and pruner.signal_name == option_defaults("asha")["signal"] == "loss"
+    assert pruner.grace == 64 and pruner.signal_name == option_defaults("asha")["signal"]
     assert make_pruner({"type": "median", "grace": 64}).interval == 64

@@ -82,13 +82,13 @@ def test_the_trial_config_check_explains_what_the_others_missed(root):
     assert any("must be at least resources.num_workers (4)" in m for _, m in problems)
 
 
-def test_grace_is_resolved_by_the_pruner_class(root):
-    """With grace left out, the check judges the class's own grace (ASHA: 1024) against the
-    budget (1024 samples here): no default is written in the spec."""
-    from sweepd.pruners import option_defaults
-
+def test_a_grace_left_to_the_class_is_not_the_users_mistake(root):
+    """With grace left out, the class's own grace (ASHA: 1024) that does not fit the budget (1024
+    samples here) is no error: the pruner stops nothing there and the plan says so. A grace the
+    user set that does not fit is an error."""
     raw = patched({"pruner": {"type": "asha"}})
+    assert list(check_pruner_grace(sections(raw), context(root))) == []
+    raw = patched({"pruner": {"type": "asha", "grace": 1024}})
     problems = list(check_pruner_grace(sections(raw), context(root)))
-    grace = option_defaults("asha")["grace"]
-    assert problems == [("pruner.grace", f"{grace:,} samples is not below the trial budget "
-                                         f"(1,024 samples at most): no trial could ever be stopped")]
+    assert problems == [("pruner.grace", "1,024 samples is not below the trial budget "
+                                         "(1,024 samples at most): no trial could ever be stopped")]

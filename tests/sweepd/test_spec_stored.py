@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 import sweepd.spec
-from sweepd.pruners import make_pruner, option_defaults
+from sweepd.pruners import DEFAULT_PRUNER_TYPE, make_pruner, option_defaults
 from sweepd.spec import SCHEMA_VERSION, SpecError, SweepSpec, parse_spec, parse_spec_text
 from tests.sweepd.test_spec import CAP, DELETE, good, patched, root  # noqa: F401 - root is a fixture
 
@@ -109,9 +109,9 @@ def test_the_spec_is_frozen(root):
 # ---- the pruner: its class's defaults ---------------------------------------------------------
 
 
-def test_no_pruner_section_prunes_nothing_on_the_samples_axis(root):
+def test_no_pruner_section_is_the_default_pruner_on_the_samples_axis(root):
     spec = parse_spec(patched({"pruner": DELETE}), capacity=CAP)
-    assert spec.pruner.type == "none" and spec.pruner_config() == {"type": "none"}
+    assert spec.pruner.type == DEFAULT_PRUNER_TYPE and spec.pruner_config()["type"] == DEFAULT_PRUNER_TYPE
     assert spec.pruner_time_attr == option_defaults("asha")["time_attr"] == "samples"
     assert spec.max_time() == 1024
     steps = parse_spec(patched({"pruner": {"type": "none", "time_attr": "steps"}}), capacity=CAP)
@@ -121,7 +121,7 @@ def test_no_pruner_section_prunes_nothing_on_the_samples_axis(root):
 def test_asha_with_nothing_set_is_todays_asha(root):
     spec = parse_spec(patched({"pruner": {"type": "asha"}, "budget": {"max_samples": 8192}}), capacity=CAP)
     assert spec.pruner_config() == {"type": "asha", "max_t": 8192, "metric": "eval_loss", "mode": "min"}
-    assert resolved(spec) == {"signal": "loss", "grace": 1024, "reduction_factor": 3, "time_attr": "samples",
+    assert resolved(spec) == {"signal": option_defaults("asha")["signal"], "grace": 1024, "reduction_factor": 3, "time_attr": "samples",
                               "max_t": 8192, "window": 5, "smooth": "median", "metric": "eval_loss",
                               "mode": "min", "min_completed": 4}
     median = parse_spec(patched({"pruner": {"type": "median"}, "budget": {"max_samples": 8192}}), capacity=CAP)

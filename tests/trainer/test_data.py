@@ -69,7 +69,7 @@ def test_a_bad_line_names_file_and_line(tmp_path, chat, bad, expected):
 def test_over_long_sample_is_an_error_naming_its_line(tmp_path, chat):
     p = write(tmp_path, [{"messages": [{"role": "user", "content": "x" * 100}, {"role": "assistant", "content": "y"}]}])
     with pytest.raises(DataError, match=rf"{p}:1: over-long sample: \d+ tokens > data.max_seq_len=64"):
-        load_samples([str(p)], chat, 64)
+        load_samples([str(p)], chat, 64, overlong="error")
 
 
 def test_lenient_mode_skips_and_reports_every_bad_line(tmp_path, chat):

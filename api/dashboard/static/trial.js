@@ -35,6 +35,25 @@ function renderHead() {
   const err = $('trial-error');
   err.hidden = !t.error;
   err.textContent = t.error ? `Error: ${t.error}` : '';
+  renderErrorDetail(err, t.error_detail);
+}
+
+// A crash's last traceback lines, folded away under the error (a trainer error has none). Made
+// once and kept across refreshes, so a reader's open/closed choice stands.
+function renderErrorDetail(after, detail) {
+  let box = document.getElementById('trial-error-detail');
+  if (!detail) {
+    if (box) box.hidden = true;
+    return;
+  }
+  if (!box) {
+    box = h('details', { id: 'trial-error-detail', class: 'card', dataset: { testid: 'trial-error-detail' } },
+      h('summary', {}, 'Traceback (last lines)'),
+      h('pre', { class: 'code', dataset: { testid: 'trial-traceback' } }));
+    after.after(box);
+  }
+  box.hidden = false;
+  box.querySelector('pre').textContent = detail;
 }
 
 // Every trial in the store is the sweep's own; a warm-started study also holds trials seeded from
