@@ -99,10 +99,7 @@ async def create_sweep(request: Request, response: Response, session: SessionDep
             raise body.unprocessable(*[body.error(body.field_loc(path), msg) for path, msg in problems])
         data = body.check_data(spec, home=settings.home)  # the data preflight: 422 on file:line errors
         sweep = repo.create_sweep(session, name=spec.name, spec=spec.to_stored(), fingerprint=fingerprint(spec))
-        t = data["totals"]
-        repo.add_event(session, sweep.id, "data",
-                       f"data preflight: {t['train_samples']:,} train samples, {t['dropped_overlong']:,} "
-                       f"over-long dropped, {t['truncated']:,} truncated", payload=data)
+        repo.add_preflight_event(session, sweep.id, data)
         repo.add_event(session, sweep.id, "info", f"sweep submitted with token {token.name!r}",
                        payload={"token": token.name})
         session.commit()

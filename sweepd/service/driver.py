@@ -124,21 +124,12 @@ def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=
                 raise SpecError(problems)
             sweep = repo.create_sweep(s, name=spec.name, spec=doc, fingerprint=fingerprint(spec))
             if preflight is not None:
-                record_preflight(s, sweep.id, preflight)
+                repo.add_preflight_event(s, sweep.id, preflight)
         repo.heartbeat(s, sweep.id, controller=driver_name())
         sweep_id = sweep.id
     if on_start:
         on_start(sweep_id, resumed)
     return drive(engine, db_url, sweep_id, spec, on_progress=on_progress)
-
-
-def record_preflight(session, sweep_id: str, summary: dict) -> None:
-    """The data preflight's summary as the sweep's "data" event (the sweep page lists events)."""
-    t = summary.get("totals") or {}
-    repo.add_event(session, sweep_id, "data",
-                   f"data preflight: {t.get('train_samples', 0):,} train samples, "
-                   f"{t.get('dropped_overlong', 0):,} over-long dropped, {t.get('truncated', 0):,} truncated",
-                   payload=summary)
 
 
 def extend_local(sweep_id: str, *, trials: int | None = None, budget: float | None = None, space=None,

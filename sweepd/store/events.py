@@ -61,3 +61,13 @@ def list_events(
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.scalars(stmt).all())
+
+
+def add_preflight_event(session: Session, sweep_id: str, summary: Mapping[str, Any]) -> Event:
+    """The data preflight's summary (trainer/preflight.py) as the sweep's "data" event: the
+    sweep page shows its sentence, the payload keeps the per-file figures."""
+    t = summary.get("totals") or {}
+    return add_event(session, sweep_id, "data",
+                     f"data preflight: {t.get('train_samples', 0):,} train samples, "
+                     f"{t.get('dropped_overlong', 0):,} over-long dropped, {t.get('truncated', 0):,} truncated",
+                     payload=summary)

@@ -22,7 +22,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from sweepd.store.db import insert_or_ignore
-from sweepd.store.events import add_event, list_events  # noqa: F401  (the repository is their door)
+from sweepd.store.events import add_event, add_preflight_event, list_events  # noqa: F401  (the repository is their door)
 from sweepd.store.lookup import NotFound, require_sweep
 from sweepd.store.models import (
     EventKind,

@@ -25,7 +25,7 @@ const enc = encodeURIComponent(sweepId);
 const S = {
   sweep: null, trials: [], curves: [], decisions: [], lastEventId: null,
   calib: null, calibKey: null, sort: { key: 'number', dir: 1 }, drawn: false,
-  curvesKey: null, hyperKey: null, logKey: null,
+  curvesKey: null, hyperKey: null, logKey: null, dataEvent: null,
 };
 
 // ---- header, progress, best, ledger -----------------------------------------------------
@@ -195,8 +195,16 @@ function renderWarmStart() {
     n ? ` Extended ${n === 1 ? 'once' : `${n} times`}: the study and the pruner's state went on.` : null);
 }
 
+// What the data preflight found (its "data" event): samples, over-long samples dropped or truncated.
+function renderDataPreflight() {
+  const el = $('data-preflight');
+  el.hidden = !S.dataEvent;
+  if (S.dataEvent) el.textContent = `${S.dataEvent.message[0].toUpperCase()}${S.dataEvent.message.slice(1)}.`;
+}
+
 function renderLog() {
   renderWarmStart();
+  renderDataPreflight();
   const p = S.sweep.spec?.pruner;
   $('pruner-desc').textContent = p
     // The stored spec carries the options as the pruner class resolved them: no defaults here.
@@ -318,6 +326,11 @@ async function fetchDecisions() {
   }
 }
 
+async function fetchDataPreflight() {
+  const page = await api(`/sweeps/${enc}/events`, { query: { kind: 'data', limit: 1 } });
+  S.dataEvent = (page.items || [])[0] || null;
+}
+
 async function fetchCalibration() {
   try {
     S.calib = await api(`/sweeps/${enc}/calibration`);
@@ -342,6 +355,7 @@ async function refresh() {
     api(`/sweeps/${enc}/trials`),
     fetchDecisions(),
     firstLoad ? fetchCalibration() : null, // later: again only when more trials have finished
+    firstLoad ? fetchDataPreflight() : null, // written once, when the sweep is created
   ]);
   restP.catch(() => {}); // (its error is thrown below, once awaited)
   S.sweep = sweep;
