@@ -68,6 +68,19 @@ class Budget(Strict):
         return self
 
 
+class CheckpointEvery(Strict):
+    """How often a trial writes a resumable checkpoint: exactly one of minutes or samples."""
+
+    minutes: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
+    samples: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "CheckpointEvery":
+        if (self.minutes is None) == (self.samples is None):
+            raise ValueError("give exactly one of minutes, samples")
+        return self
+
+
 class Resources(Strict):
     num_workers: Annotated[int, Field(ge=1, le=512)] = 1
     zero_stage: Literal[0, 1, 2, 3] = 2
@@ -76,12 +89,38 @@ class Resources(Strict):
         None, description="samples per micro-batch; when set it replaces token-based packing limits"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    activation_checkpointing: Literal["auto"] | bool = Field(
+        "auto", description="recompute activations in the backward pass; auto: on when the fit "
+                            "estimate says the trial would not fit in GPU memory without it")
+    offload: Literal["none", "optimizer", "optimizer+params"] = Field(
+        "none", description="ZeRO offload to CPU memory: the optimizer states (ZeRO stage >= 1), "
+                            "or the optimizer states and the parameters (ZeRO stage 3)")
+    checkpoint_every: CheckpointEvery | None = Field(
+        None, description="write a resumable checkpoint every so many minutes or samples; "
+                          "null: never (a retried trial starts from step 0)")
+    gpu_memory_gb: Annotated[float, Field(gt=0, le=100_000)] | None = Field(
+        None, description="memory per GPU for the fit check; default: read from the device")
 
     @model_validator(mode="after")
     def _positive_tokens(self) -> "Resources":
         if isinstance(self.micro_batch_tokens, int) and self.micro_batch_tokens < 8:
             raise ValueError(f"micro_batch_tokens must be 'auto' or >= 8, got {self.micro_batch_tokens}")
         return self
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> "Resources":
+        if offload_problem(self.offload, self.zero_stage):
+            raise ValueError(offload_problem(self.offload, self.zero_stage))
+        return self
+
+
+def offload_problem(offload: str, zero_stage: int) -> str | None:
+    """Offload moves ZeRO's partitions: the optimizer's from stage 1, the parameters' at stage 3."""
+    if offload == "optimizer" and zero_stage < 1:
+        return f"offload: optimizer needs zero_stage >= 1 (got zero_stage {zero_stage})"
+    if offload == "optimizer+params" and zero_stage != 3:
+        return f"offload: optimizer+params needs zero_stage 3 (got zero_stage {zero_stage})"
+    return None
 
 
 class OptimizerConfig(Strict):

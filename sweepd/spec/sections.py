@@ -17,6 +17,7 @@ from sweepd.pruners import DEFAULT_PRUNER_TYPE, PRUNERS, Pruner, make_pruner, op
 from sweepd.pruners.rungs import TIME_KEYS
 from sweepd.pruners.signals import SIGNALS, SMOOTHERS
 from sweepd.spec.budget import BUDGET_TRIAL_CAP, ComputeBudget, tidy
+from trainer.config import CheckpointEvery, offload_problem
 
 WARM_START_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")  # search.warm_start: a sweep id
 
@@ -148,6 +149,19 @@ class ResourcesSpec(Strict):
     max_failures: Annotated[int, Field(ge=0, le=100)] = 1
     micro_batch_tokens: int | str = Field("auto", description="'auto' or a token budget per micro-batch (>= 8)")
     micro_batch_size: Annotated[int, Field(ge=1)] | None = Field(None, description="fixed samples per micro-batch")
+    activation_checkpointing: Literal["auto"] | bool = Field(
+        "auto", description="auto: on when the fit check says a trial would not fit without it")
+    offload: Literal["none", "optimizer", "optimizer+params"] = "none"
+    checkpoint_every: CheckpointEvery | None = Field(
+        None, description="{minutes: M} or {samples: N}: resumable trial checkpoints; null: none")
+    gpu_memory_gb: Annotated[float, Field(gt=0, le=100_000)] | None = Field(
+        None, description="memory per GPU for the fit check; default: the server's GPU, if any")
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> "ResourcesSpec":
+        if problem := offload_problem(self.offload, self.zero_stage):
+            raise ValueError(problem)
+        return self
 
     @field_validator("micro_batch_tokens", mode="before")
     @classmethod

@@ -30,6 +30,10 @@ RESERVED_IN_SPACE: dict[str, str] = {
     "output_dir": "sweepd chooses each trial's output directory",
     "resources.num_workers": "set it with resources.workers_per_trial",
     "resources.zero_stage": "set it with resources.zero_stage",
+    "resources.activation_checkpointing": "set it with resources.activation_checkpointing",
+    "resources.offload": "set it with resources.offload",
+    "resources.checkpoint_every": "set it with resources.checkpoint_every",
+    "resources.gpu_memory_gb": "set it with resources.gpu_memory_gb",
     "resources.device": "follows resources.gpus_per_worker (0: cpu, else cuda)",
 }
 

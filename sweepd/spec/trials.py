@@ -24,6 +24,10 @@ def base_trial_dict(spec: Any) -> dict[str, Any]:
         "zero_stage": r.zero_stage,
         "micro_batch_tokens": r.micro_batch_tokens,
         "device": "cuda" if r.gpus_per_worker > 0 else "cpu",
+        "activation_checkpointing": r.activation_checkpointing,
+        "offload": r.offload,
+        "checkpoint_every": r.checkpoint_every.model_dump(exclude_none=True) if r.checkpoint_every else None,
+        "gpu_memory_gb": r.gpu_memory_gb,
     }
     if r.micro_batch_size is not None:
         resources["micro_batch_size"] = r.micro_batch_size
