@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 BUILTIN_MODELS = ("builtin:tiny",)
+MAX_MICRO_BATCH_TOKENS = 10_000_000
 
 
 class Strict(BaseModel):
@@ -48,14 +49,14 @@ class DataConfig(Strict):
 class HParams(Strict):
     effective_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 32
     learning_rate: Annotated[float, Field(gt=0, le=1.0)] = 2e-5
-    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    warmup_steps: Annotated[int, Field(ge=0, le=10**9)] = 0
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
 
 
 class Budget(Strict):
-    max_steps: Annotated[int, Field(ge=1)] | None = None
-    max_samples: Annotated[int, Field(ge=1)] | None = None
-    epochs: Annotated[float, Field(gt=0)] | None = None
+    max_steps: Annotated[int, Field(ge=1, le=10**9)] | None = None
+    max_samples: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    epochs: Annotated[float, Field(gt=0, le=10**6)] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Budget":
@@ -85,7 +86,7 @@ class Resources(Strict):
     num_workers: Annotated[int, Field(ge=1, le=512)] = 1
     zero_stage: Literal[0, 1, 2, 3] = 2
     micro_batch_tokens: int | Literal["auto"] = "auto"
-    micro_batch_size: Annotated[int, Field(ge=1)] | None = Field(
+    micro_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
         None, description="samples per micro-batch; when set it replaces token-based packing limits"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -103,8 +104,9 @@ class Resources(Strict):
 
     @model_validator(mode="after")
     def _positive_tokens(self) -> "Resources":
-        if isinstance(self.micro_batch_tokens, int) and self.micro_batch_tokens < 8:
-            raise ValueError(f"micro_batch_tokens must be 'auto' or >= 8, got {self.micro_batch_tokens}")
+        mbt = self.micro_batch_tokens
+        if isinstance(mbt, int) and not 8 <= mbt <= MAX_MICRO_BATCH_TOKENS:
+            raise ValueError(f"micro_batch_tokens must be 'auto' or from 8 to {MAX_MICRO_BATCH_TOKENS:,}, got {mbt}")
         return self
 
     @model_validator(mode="after")
@@ -125,15 +127,15 @@ def offload_problem(offload: str, zero_stage: int) -> str | None:
 
 class OptimizerConfig(Strict):
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    grad_clip: Annotated[float, Field(ge=0)] = 1.0
-    eps: Annotated[float, Field(gt=0)] = 1e-8
+    weight_decay: Annotated[float, Field(ge=0, le=100)] = 0.0
+    grad_clip: Annotated[float, Field(ge=0, le=1e9)] = 1.0
+    eps: Annotated[float, Field(gt=0, le=1)] = 1e-8
 
 
 class EvalConfig(Strict):
-    every_steps: Annotated[int, Field(ge=1)] | None = None
+    every_steps: Annotated[int, Field(ge=1, le=10**9)] | None = None
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 32
-    max_items: Annotated[int, Field(ge=1)] | None = None
+    max_items: Annotated[int, Field(ge=1, le=10**9)] | None = None
 
 
 class TrialConfig(Strict):
@@ -144,7 +146,7 @@ class TrialConfig(Strict):
     resources: Resources = Resources()
     optimizer: OptimizerConfig = OptimizerConfig()
     eval: EvalConfig = EvalConfig()
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     output_dir: str | None = None
 
     @model_validator(mode="after")

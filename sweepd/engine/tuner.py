@@ -69,7 +69,21 @@ def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path, *, stu
                                      state_path=experiment_dir(home, sweep_id) / "pruner_state.json",
                                      trial_key=trial_key)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.planned_trials - first_number + 1,
-                           max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True)
+                           max_concurrent_trials=concurrency(spec), reuse_actors=True)
+
+
+def concurrency(spec: SweepSpec, cluster: dict[str, float] | None = None) -> int:
+    """search.max_concurrent, capped by how many trials the Ray cluster (its resources; default:
+    ray.cluster_resources()) holds at once: more would only queue trials that cannot start."""
+    if cluster is None:
+        import ray
+
+        cluster = ray.cluster_resources() if ray.is_initialized() else {}
+    res = spec.resources
+    slots = [int(cluster.get(name, 0) // (res.workers_per_trial * per_worker))
+             for name, per_worker in (("CPU", res.cpus_per_worker), ("GPU", res.gpus_per_worker)) if per_worker > 0]
+    fits = min(slots) if slots and cluster else spec.search.max_concurrent
+    return max(1, min(spec.search.max_concurrent, fits))
 
 
 def same_failure(spec: SweepSpec, db_url: str, sweep_id: str, first_number: int) -> SameFailureStopper:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from sweepd.formatting import dotted_path
 
 Problem = tuple[str, str]  # (field path, message)
+MAX_PROBLEMS = 200  # a spec with more problems than this is listed up to here, then counted
 
 
 class SpecError(ValueError):
@@ -77,7 +78,11 @@ def unknown_field(name: str, known: list[str] | tuple[str, ...] | None) -> str:
 def validation_errors(err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> list[Problem]:
     """pydantic's errors as problems; a ``SpecError`` raised inside validation passes through."""
     out: list[Problem] = []
-    for e in err.errors():
+    errors = err.errors()
+    for n, e in enumerate(errors):
+        if len(out) >= MAX_PROBLEMS:  # past this, naming each (difflib per unknown key) is the cost
+            out.append(("(top level)", f"... and {len(errors) - n:,} more problem(s) not shown"))
+            break
         inner = (e.get("ctx") or {}).get("error")
         if isinstance(inner, SpecError):
             out.extend(inner.errors)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sweepd.spec.capacity import Capacity, Context
 from sweepd.spec.checks import Sections, run_checks
 from sweepd.spec.errors import SpecError, validation_errors
+from sweepd.spec.finite import non_finite_problems
 from sweepd.spec.model import SweepSpec
 from sweepd.spec.sections import ResourcesSpec, SearchSpec
 
@@ -109,10 +110,15 @@ def parse_spec(
         base_dir=Path(base_dir) if base_dir is not None else Path.cwd(),
         data_roots=[Path(r) for r in data_roots] if data_roots is not None else None,
     )
+    not_finite = non_finite_problems(raw)
     try:
-        return SweepSpec.model_validate(raw, context={"sweepd": ctx})
+        spec = SweepSpec.model_validate(raw, context={"sweepd": ctx})
+        if not not_finite:
+            return spec
+        raise SpecError(not_finite, source=source)
     except ValidationError as err:
-        errors = validation_errors(err, SweepSpec)
+        named = {path for path, _ in not_finite}  # one message for an inf, not also its range's
+        errors = not_finite + [e for e in validation_errors(err, SweepSpec) if e[0] not in named]
         checks_ran = any(isinstance((e.get("ctx") or {}).get("error"), SpecError) for e in err.errors())
     if not checks_ran:
         # Some section failed, so the checks across sections did not run: run them on the

@@ -17,7 +17,7 @@ from sweepd.pruners import DEFAULT_PRUNER_TYPE, PRUNERS, Pruner, make_pruner, op
 from sweepd.pruners.rungs import TIME_KEYS
 from sweepd.pruners.signals import SIGNALS, SMOOTHERS
 from sweepd.spec.budget import BUDGET_TRIAL_CAP, ComputeBudget, tidy
-from trainer.config import CheckpointEvery, offload_problem
+from trainer.config import MAX_MICRO_BATCH_TOKENS, CheckpointEvery, offload_problem
 
 WARM_START_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")  # search.warm_start: a sweep id
 
@@ -41,12 +41,13 @@ def one_of(value: str, known, what: str) -> str:
 
 class SearchSpec(Strict):
     algorithm: Literal["tpe", "random", "grid"] = "tpe"
-    num_trials: Annotated[int, Field(ge=1, le=10_000)] = Field(10, description=(
+    num_trials: Annotated[int, Field(ge=1, le=5_000)] = Field(10, description=(
         f"trials to run; with compute_budget, the most trials it may buy (default then {BUDGET_TRIAL_CAP})"))
     compute_budget: ComputeBudget | None = Field(None, description=(
         "run trials until this much compute is spent: {samples: N} (or a plain N), or {gpu_hours: H}"))
-    max_concurrent: Annotated[int, Field(ge=1, le=1_000)] = 1
-    seed: int = 0
+    max_concurrent: Annotated[int, Field(ge=1, le=256)] = Field(
+        1, description="trials at once; at run time also capped by what the Ray cluster holds at once")
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     space: dict[str, Any] = Field(description="key -> {choice|uniform|loguniform|int: ...} or a plain value")
     warm_start: str = Field("previous", description=(
         "previous: seed the study and the pruner from the newest succeeded sweep with the same name and "
@@ -77,14 +78,14 @@ class PrunerSpec(Strict):
 
     type: Literal[tuple(PRUNERS)] = DEFAULT_PRUNER_TYPE  # type: ignore[valid-type]
     signal: str | None = Field(None, description=_CLASS_DEFAULT)
-    grace: Annotated[float, Field(gt=0)] | None = Field(None, description=_CLASS_DEFAULT)
-    reduction_factor: Annotated[float, Field(gt=1)] | None = Field(None, description="asha only; " + _CLASS_DEFAULT)
-    interval: Annotated[float, Field(gt=0)] | None = Field(None, description="median only; " + _CLASS_DEFAULT)
-    min_samples: Annotated[int, Field(ge=1)] | None = Field(None, description="median only; " + _CLASS_DEFAULT)
+    grace: Annotated[float, Field(gt=0, le=1e15)] | None = Field(None, description=_CLASS_DEFAULT)
+    reduction_factor: Annotated[float, Field(gt=1, le=100)] | None = Field(None, description="asha only; " + _CLASS_DEFAULT)
+    interval: Annotated[float, Field(gt=0, le=1e15)] | None = Field(None, description="median only; " + _CLASS_DEFAULT)
+    min_samples: Annotated[int, Field(ge=1, le=10_000)] | None = Field(None, description="median only; " + _CLASS_DEFAULT)
     time_attr: Literal[tuple(TIME_KEYS)] | None = Field(None, description=_CLASS_DEFAULT)  # type: ignore[valid-type]
-    window: Annotated[int, Field(ge=1)] | None = Field(None, description=_CLASS_DEFAULT)
+    window: Annotated[int, Field(ge=1, le=10_000)] | None = Field(None, description=_CLASS_DEFAULT)
     smooth: Literal[SMOOTHERS] | None = Field(None, description=_CLASS_DEFAULT)  # type: ignore[valid-type]
-    min_completed: Annotated[int, Field(ge=3)] | None = Field(None, description=_CLASS_DEFAULT)
+    min_completed: Annotated[int, Field(ge=3, le=10_000)] | None = Field(None, description=_CLASS_DEFAULT)
 
     @field_validator("signal")
     @classmethod
@@ -143,8 +144,8 @@ class ObjectiveSpec(Strict):
 
 class ResourcesSpec(Strict):
     workers_per_trial: Annotated[int, Field(ge=1, le=512)] = 1
-    cpus_per_worker: Annotated[float, Field(gt=0)] = 1
-    gpus_per_worker: Annotated[float, Field(ge=0)] = 0
+    cpus_per_worker: Annotated[float, Field(ge=0.1, le=1024)] = 1
+    gpus_per_worker: Annotated[float, Field(ge=0, le=16)] = 0
     zero_stage: Literal[0, 1, 2, 3] = 2
     max_failures: Annotated[int, Field(ge=0, le=100)] = 1
     micro_batch_tokens: int | str = Field("auto", description="'auto' or a token budget per micro-batch (>= 8)")
@@ -168,6 +169,6 @@ class ResourcesSpec(Strict):
     def _tokens(cls, v: Any) -> Any:
         if v == "auto":
             return v
-        if isinstance(v, bool) or not isinstance(v, int) or v < 8:
-            raise ValueError("must be 'auto' or an integer >= 8")
+        if isinstance(v, bool) or not isinstance(v, int) or not 8 <= v <= MAX_MICRO_BATCH_TOKENS:
+            raise ValueError(f"must be 'auto' or an integer from 8 to {MAX_MICRO_BATCH_TOKENS:,}")
         return v

@@ -5,6 +5,7 @@ domains, ``{choice: [...]}``, ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}`
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +164,8 @@ def _parse_choice(kind: str, path: str, arg: Any, where: str, errors: list[Probl
         values.append(coerced)
     if not ok:
         return None
-    dupes = sorted({short(v) for v in values if values.count(v) > 1})
+    counts = Counter(values)  # linear: a list.count per value was quadratic (16,000 choices: 2.6 s)
+    dupes = sorted({short(v) for v in values if counts[v] > 1})
     if dupes:
         errors.append((where, f"duplicate value(s) {', '.join(dupes)}"))
         return None
@@ -203,7 +205,17 @@ def _parse_range(kind: str, path: str, arg: Any, where: str, errors: list[Proble
     return Domain(kind, low=lo, high=hi)
 
 
+MAX_GRID_POINTS = 100_000  # Optuna's GridSampler holds every point in memory
+
+
 def grid_problems(domains: Domains) -> list[Problem]:
-    """Grid search needs ``{choice: [...]}`` for every searched key."""
-    return [(f"search.space.{key}", f"grid search needs {{choice: [...]}}, got {d.kind}")
-            for key, (_, d) in domains.items() if d.searched and d.kind != "choice"]
+    """Grid search needs ``{choice: [...]}`` for every searched key, and a grid of at most
+    MAX_GRID_POINTS points, counted before anything builds it."""
+    problems = [(f"search.space.{key}", f"grid search needs {{choice: [...]}}, got {d.kind}")
+                for key, (_, d) in domains.items() if d.searched and d.kind != "choice"]
+    sizes = [len(d.values) for _, d in domains.values() if d.searched and d.kind == "choice"]
+    points = math.prod(sizes)
+    if not problems and points > MAX_GRID_POINTS:
+        problems.append(("search.space", f"the grid has {points:,} points ({' x '.join(map(str, sizes))}); "
+                                         f"at most {MAX_GRID_POINTS:,}: use algorithm tpe or random, or fewer choices"))
+    return problems

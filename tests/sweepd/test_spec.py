@@ -105,7 +105,7 @@ SPACE = "search.space"
 BAD_SPECS = [
     # (id, changes, expected field path, fragment of the message)
     ("num_trials_zero", {"search.num_trials": 0}, "search.num_trials", "greater than or equal to 1 (got 0)"),
-    ("num_trials_too_many", {"search.num_trials": 10001}, "search.num_trials", "less than or equal to 10000"),
+    ("num_trials_too_many", {"search.num_trials": 5001}, "search.num_trials", "less than or equal to 5000"),
     ("max_concurrent_zero", {"search.max_concurrent": 0}, "search.max_concurrent", "greater than or equal to 1"),
     ("unknown_algorithm", {"search.algorithm": "bayes"}, "search.algorithm", "'tpe', 'random' or 'grid' (got 'bayes')"),
     ("lr_zero_in_choice", {f"{SPACE}.learning_rate": {"choice": [1e-3, 0]}},
@@ -178,7 +178,7 @@ BAD_SPECS = [
     ("zero_stage_four", {"resources.zero_stage": 4}, "resources.zero_stage", "0, 1, 2 or 3 (got 4)"),
     ("negative_gpus", {"resources.gpus_per_worker": -1}, "resources.gpus_per_worker", "greater than or equal to 0"),
     ("micro_batch_tokens_tiny", {"resources.micro_batch_tokens": 4}, "resources.micro_batch_tokens",
-     "'auto' or an integer >= 8 (got 4)"),
+     "'auto' or an integer from 8 to 10,000,000 (got 4)"),
     ("batch_below_workers", {"resources.workers_per_trial": 4, f"{SPACE}.effective_batch_size": {"choice": [2, 8]}},
      f"{SPACE}.effective_batch_size.choice[0]", "batch size 2 is smaller than resources.workers_per_trial (4)"),
     ("fixed_elsewhere", {"fixed.model": {"path": "builtin:tiny"}}, "fixed.model", "set it in model:"),
