@@ -69,3 +69,16 @@ def test_an_unreachable_database_is_503_not_500(api: Api):
         assert r.json() == {"detail": "database unavailable; retry shortly"}
     finally:
         broken.dispose()
+
+
+def test_metrics_labels_come_from_a_closed_set(api: Api):
+    """#15 finding 2: the method was a label verbatim; 1,000 requests with an 8 KB method name
+    made /metrics 122 MB. Now any unknown method is one label, OTHER."""
+    before = len(api.client.get("/metrics").text)
+    for i in range(200):
+        api.client.request(f"X{i:03d}" + "A" * 8000, "/healthz")
+    text = api.client.get("/metrics").text
+    assert "AAAA" not in text
+    others = [line for line in text.splitlines() if line.startswith("sweepd_http_requests_total{") and 'method="OTHER"' in line]
+    assert len(others) == 1 and others[0].endswith(" 200"), others
+    assert len(text) < before + 5_000  # one new histogram and counter, not 200
