@@ -56,9 +56,16 @@ pg-start:
 pg-stop:
 	@bash scripts/postgres.sh stop
 
-bench: setup
+# The throughput benchmark's peers (TRL) come from the `bench` extra, pinned in constraints.txt.
+BENCH_STAMP := $(VENV)/.sweepd-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
+	touch $@
+
+bench: setup $(BENCH_STAMP)
 	$(PY) benchmarks/trainer_throughput.py
 	$(PY) benchmarks/preflight.py
+	$(PY) benchmarks/preflight_api.py
 	$(PY) benchmarks/api_load.py
 	bash scripts/ensure_chromium.sh >/dev/null && $(PY) benchmarks/dashboard_render.py
 
@@ -81,6 +88,17 @@ bench-report: setup
 
 bench-pruning: setup
 	nice -n 10 $(PY) -m benchmarks.pruning.bench
+
+# A ~1.1B Llama-shaped model (random weights, built here) through the real trainer on this machine's
+# GPU(s): ZeRO-2 and ZeRO-3, 1 worker (and 2 with two GPUs), 20 steps each; one line per run, exit 1
+# on a failed run, a non-finite loss or disagreeing first steps. Not part of `make test`; no `setup`
+# (that would install the CPU torch): it uses the venv when there is one, else $(PYTHON), which then
+# needs torch, transformers, pyyaml, pydantic and deepspeed. Without a GPU it says so and exits 0.
+# Try the path on a CPU: make gpu-check GPU_CHECK_ARGS="--size tiny --device cpu --steps 2"
+GPU_CHECK_ARGS ?= --out test-artifacts/gpu-check.json
+.PHONY: gpu-check
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .sweepd runs data test-artifacts .pgdata

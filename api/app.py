@@ -9,9 +9,10 @@
 supervisor.) REST under ``/api/v1`` (routes in ``api/routes/``), ``/healthz`` and ``/metrics`` at
 the root, OpenAPI at ``/openapi.json``, docs at ``/docs``. ``extra_routers`` (the dashboard) are
 included as they are, after the API's own routes. At startup the database is migrated to the
-latest schema, then ``lifespan`` (if given) is entered; at shutdown it is left, then the engine is
-disposed. Use the app as a context manager in tests (``with TestClient(app) as client``) so that
-startup runs.
+latest schema, sweeps left ``validating`` are validated again (``app.state.preflight``, the data
+preflight worker of api/preflight.py), then ``lifespan`` (if given) is entered; at shutdown it is
+left, running preflights are stopped, then the engine is disposed. Use the app as a context
+manager in tests (``with TestClient(app) as client``) so that startup runs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from sqlalchemy import func, select
 import sweepd
 from api import errors
 from api.metrics import HttpMetrics, MetricsMiddleware
-from api.routes import API_PREFIX, sweeps, system, trials
+from api.preflight import PreflightWorker
+from api.routes import API_PREFIX, sweeps, system, tokens, trials
 from sweepd.settings import Settings, get_settings
 from sweepd.spec import SweepSpec
 from sweepd.store.db import make_engine, make_sessionmaker
@@ -45,6 +47,7 @@ __all__ = ["API_PREFIX", "create_app"]
 def _startup(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     upgrade(settings.resolved_database_url)
+    app.state.preflight.resume()  # sweeps a stopped or crashed server left validating
     with app.state.sessionmaker() as session:
         tokens = session.scalar(select(func.count()).select_from(ApiToken).where(ApiToken.revoked.is_(False)))
     if not tokens:
@@ -82,11 +85,14 @@ def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIR
 
     @asynccontextmanager
     async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.preflight.closed:  # started again after a shutdown
+            app.state.preflight = PreflightWorker(app.state.sessionmaker, settings.home)
         await run_in_threadpool(_startup, app)
         try:
             async with lifespan(app) if lifespan else nullcontext():
                 yield
         finally:
+            await run_in_threadpool(app.state.preflight.close)
             engine.dispose()
 
     app = FastAPI(
@@ -101,8 +107,9 @@ def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIR
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.http_metrics = HttpMetrics()
     app.state.capacity = None
+    app.state.preflight = PreflightWorker(app.state.sessionmaker, settings.home)
 
-    routers = [sweeps.router, trials.router, system.router, *extra_routers]
+    routers = [sweeps.router, trials.router, tokens.router, system.router, *extra_routers]
     for router in routers:  # extra routers: e.g. the dashboard (api/dashboard), by `sweepd serve`
         app.include_router(router)
 

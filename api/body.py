@@ -1,13 +1,16 @@
 """Reading a sweep spec from a request body (POST /sweeps): JSON or YAML, bounded in size and
-shape, validated with ``sweepd.spec.parse_spec``, its data then read by the data preflight
-(``check_data``). Every problem becomes a 4xx whose detail names the field: 413 too large, 415
-not JSON/YAML, 422 anything about the content (a data error names its file:line)."""
+shape, validated with ``sweepd.spec.parse_spec``, its data then checked cheaply (``precheck_data``:
+every file opens, the tokenizer loads, the preflight's cache). Every problem becomes a 4xx whose
+detail names the field: 413 too large, 415 not JSON/YAML, 422 anything about the content (a data
+error names its file). The tokenising pass of the data preflight runs after the sweep exists, off
+the request (api/preflight.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException, Request, status
@@ -147,15 +150,69 @@ def _data_loc(spec: SweepSpec, message: str) -> list[str | int]:
     return ["model", "path"] if message.startswith("model.path") else ["data"]
 
 
-def check_data(spec: SweepSpec, *, home: Any) -> dict[str, Any]:
-    """The data preflight (trainer/preflight.py, cached under ``home/preflight``): its summary, or
-    422 with one error per bad line, each naming its file:line and reason. Blocking: run it off
-    the event loop."""
+@dataclass
+class DataPrecheck:
+    """What ``precheck_data`` found: the preflight's summary when its report is cached (the sweep
+    can be queued at once), else the loaded tokenizer for the tokenising pass (api/preflight.py)."""
+
+    summary: dict[str, Any] | None = None
+    chat: Any = None  # trainer.data.ChatTokenizer
+
+
+def precheck_data(spec: SweepSpec, *, home: Any) -> DataPrecheck:
+    """The data checks that are cheap and certain, or 422 naming the file: every train and eval
+    file opens (an empty train file has no sample), a cached preflight report (``home/preflight``)
+    is used as it is, else the model folder's tokenizer loads (a builtin model's always does: the
+    worker builds it). Blocking: run it off the event loop. The tokenising pass over every line is
+    left to the preflight worker."""
     from pathlib import Path
 
-    from trainer.preflight import preflight, summary
+    from trainer.data import DataError, iter_lines
+    from trainer.preflight import load_chat_tokenizer, summary
 
-    report = preflight(spec.data, spec.model.path, cache_dir=Path(home) / "preflight")
-    if report["errors"]:
-        raise unprocessable(*[error(_data_loc(spec, e), e, "data_error") for e in report["errors"]])
-    return summary(report)
+    problems = []
+    for section in ("train", "eval"):
+        for i, f in enumerate(getattr(spec.data, section)):
+            lines = iter_lines(f.path, for_eval=section == "eval", info={})
+            try:
+                next(lines)  # opens the file (a Parquet file: its schema) and reads one record
+            except DataError as err:
+                problems.append(error(["data", section, i, "path"], str(err), "data_error"))
+            except StopIteration:
+                if section == "train":
+                    problems.append(error(["data", section, i, "path"], f"{f.path}: no lines", "data_error"))
+            finally:
+                lines.close()
+    if problems:
+        raise unprocessable(*problems)
+    report = cached_preflight(spec, Path(home) / "preflight")
+    if report is not None:
+        if report.get("errors"):  # never stored, but a report with errors is still a 422
+            raise unprocessable(*[error(_data_loc(spec, e), e, "data_error") for e in report["errors"]])
+        return DataPrecheck(summary=summary(report))
+    if spec.model.path.startswith("builtin:"):  # always loads (the worker builds it)
+        return DataPrecheck()
+    from api.preflight import import_tokenizer_code
+
+    import_tokenizer_code()
+    try:
+        chat = load_chat_tokenizer(spec.model.path)
+    except DataError as err:
+        raise unprocessable(error(["model", "path"], str(err), "data_error")) from None
+    return DataPrecheck(chat=chat)
+
+
+def cached_preflight(spec: SweepSpec, cache_dir: Any) -> dict[str, Any] | None:
+    """The data preflight's cached report for this spec's data and tokenizer, if there is one
+    (``trainer.preflight.preflight`` keeps error-free reports as ``<cache_dir>/<cache_key>.json``)."""
+    from pathlib import Path
+
+    from trainer.preflight import cache_key
+
+    path = Path(cache_dir) / f"{cache_key(spec.data, spec.model.path)}.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    report["cached"] = True
+    return report

@@ -2,11 +2,16 @@
 
     def get_thing(session: SessionDep, _: ReaderDep) -> ...   # a read
     def post_thing(session: SessionDep, token: WriterDep) -> ...  # a write
+    def delete_thing(session: SessionDep, token: AdminDep) -> ...  # token administration
 
 ``SessionDep``: one SQLAlchemy session per request, committed when the route returns normally
-(rolled back otherwise). ``ReaderDep``: a valid bearer token, or None when reads are public
-(``SWEEPD_PUBLIC_READ=1``). ``WriterDep``: always a valid bearer token. A missing or invalid
-token is a 401 with ``WWW-Authenticate: Bearer``.
+(rolled back otherwise). ``ReaderDep``: a valid bearer token of any scope, or None when reads are
+public (``SWEEPD_PUBLIC_READ=1``). ``WriterDep``: always a valid token of scope ``write`` or
+``admin``. ``AdminDep``: always a valid ``admin`` token. A missing, unknown, revoked or expired
+token is a 401 with ``WWW-Authenticate: Bearer`` (the detail says which); a valid token whose
+scope is too low is a 403 naming the scope needed. A response to a request with a valid token
+says its scope in ``X-Sweepd-Token-Scope`` (the dashboard keeps a token that can write out of
+localStorage with it).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -49,16 +54,32 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _verify(session: Session, request: Request, credentials: HTTPAuthorizationCredentials | None) -> ApiToken:
+SCOPE_HEADER = "X-Sweepd-Token-Scope"
+
+
+def forbidden(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
+
+
+def _verify(session: Session, request: Request, response: Response,
+            credentials: HTTPAuthorizationCredentials | None, need: str) -> ApiToken:
+    """The request's live token, if its scope allows ``need`` (read, write or admin)."""
     if credentials is None:
         if request.headers.get("authorization"):
             raise unauthorized("malformed Authorization header: expected 'Bearer <token>'")
         raise unauthorized("this route needs an API token: send 'Authorization: Bearer <token>' "
                            "(create one with `sweepd token create NAME`)")
-    token = repo.verify_token(session, credentials.credentials, touch=False)
+    token = repo.find_token(session, credentials.credentials)
     if token is None:
-        raise unauthorized("invalid or revoked API token")
+        raise unauthorized("invalid API token: no token has this value (mistyped, or from another server?)")
+    problem = repo.token_problem(token)
+    if problem is not None:
+        raise unauthorized(f"{problem}; ask for a new one (`sweepd token create NAME`)")
     _touch_now_and_then(request, token.id)
+    if not repo.scope_allows(token.scope, need):
+        raise forbidden(f"this route needs a token with scope {need!r}"
+                        f"{' (or admin)' if need == 'write' else ''}; token {token.name!r} has scope {token.scope!r}")
+    response.headers[SCOPE_HEADER] = token.scope
     return token
 
 
@@ -81,17 +102,24 @@ def _touch_now_and_then(request: Request, token_id: int) -> None:
         pass
 
 
-def require_writer(request: Request, session: SessionDep, credentials: CredentialsDep) -> ApiToken:
-    return _verify(session, request, credentials)
+def require_writer(request: Request, response: Response, session: SessionDep,
+                   credentials: CredentialsDep) -> ApiToken:
+    return _verify(session, request, response, credentials, "write")
+
+
+def require_admin(request: Request, response: Response, session: SessionDep,
+                  credentials: CredentialsDep) -> ApiToken:
+    return _verify(session, request, response, credentials, "admin")
 
 
 def require_reader(
-    request: Request, session: SessionDep, settings: SettingsDep, credentials: CredentialsDep
+    request: Request, response: Response, session: SessionDep, settings: SettingsDep, credentials: CredentialsDep
 ) -> ApiToken | None:
     if settings.public_read and credentials is None and not request.headers.get("authorization"):
         return None
-    return _verify(session, request, credentials)
+    return _verify(session, request, response, credentials, "read")
 
 
 ReaderDep = Annotated[ApiToken | None, Depends(require_reader)]
 WriterDep = Annotated[ApiToken, Depends(require_writer)]
+AdminDep = Annotated[ApiToken, Depends(require_admin)]

@@ -26,7 +26,8 @@ def _doc(description: str, model: type = ErrorOut) -> dict[str, Any]:
     return {"model": model, "description": description}
 
 
-R401 = {401: _doc("missing, malformed, invalid or revoked bearer token")}
+R401 = {401: _doc("missing, malformed, invalid, revoked or expired bearer token")}
+R403 = {403: _doc("the token's scope does not allow this (read < write < admin)")}
 R404 = {404: _doc("no such sweep or trial")}
 R409 = {409: _doc("the sweep is not in a state that allows this")}
 R413 = {413: _doc("request body too large")}

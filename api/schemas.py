@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sweepd.spec import SweepSpec
+from sweepd.store.tokens import DURATION_PATTERN, NAME_PATTERN
 from sweepd.store.models import SweepState, TrialState
 
 # The body of POST /sweeps: a sweep spec, as JSON or YAML (validated with sweepd.spec.parse_spec).
@@ -54,7 +55,7 @@ class ObjectiveOut(BaseModel):
 class ProgressOut(BaseModel):
     """Trial counts by state. ``planned``: the trials the spec asks for (grid: capped by the
     grid's size; a compute-budget sweep: the trials launched so far plus ``budget.projected_trials``);
-    ``finished`` = completed + stopped + failed + diverged."""
+    ``finished`` = completed + stopped + failed + diverged + oom (out of memory)."""
 
     planned: int
     pending: int = 0
@@ -63,6 +64,7 @@ class ProgressOut(BaseModel):
     stopped: int = 0
     failed: int = 0
     diverged: int = 0
+    oom: int = 0
     finished: int = 0
 
 
@@ -190,12 +192,22 @@ class TrialList(BaseModel):
 
 class MetricPointOut(_Out):
     step: int
+    attempt: int = Field(1, description="which run of the trial reported this step: 1, then one more per retry "
+                                        "(a retry resumed from a checkpoint continues after its step)")
     samples: int | None
     tokens: int | None
     loss: float | None
     grad_norm: float | None
     lr: float | None
     seconds: float | None
+    tokens_per_second: float | None = Field(
+        None, description="the step's real (non-pad) tokens over all workers per wall-clock second")
+    mfu: float | None = Field(
+        None, description="model FLOPs utilisation, 6·params·tokens/s over the devices' dense bf16 peak; "
+                          "null on CPU and on a GPU of unknown peak")
+    peak_memory_gb: float | None = Field(
+        None, description="peak memory so far, GiB, largest over workers: PyTorch's GPU allocations, or "
+                          "the process's peak RSS on CPU")
 
 
 class TrialMetrics(BaseModel):
@@ -220,6 +232,9 @@ class TrialCurve(BaseModel):
     grad_norm: list[float | None] | None = None
     lr: list[float | None] | None = None
     seconds: list[float | None] | None = None
+    tokens_per_second: list[float | None] | None = None
+    mfu: list[float | None] | None = None
+    peak_memory_gb: list[float | None] | None = None
 
 
 class SweepCurves(BaseModel):
@@ -276,3 +291,39 @@ class ReportJson(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "error"]
     database: str
+
+
+# ---- tokens -----------------------------------------------------------------------------------
+
+
+class TokenCreate(BaseModel):
+    """The body of POST /tokens. ``expires_in``: e.g. ``30d``, ``12h``, ``90m``, ``2w`` (a whole
+    number from 1 to 9999 and a unit: s, m, h, d, w); left out, the token never expires."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=100,
+                      description="unique; 1 to 100 letters, digits and . _ @ + - (starting with a letter or digit)")
+    scope: Literal["read", "write", "admin"] = Field(
+        "write", description="read < write < admin: each implies the ones before it")
+    expires_in: str | None = Field(None, pattern=DURATION_PATTERN, description="e.g. 30d, 12h; null: never")
+
+
+class TokenPublic(_Out):
+    """A token as the API shows it: never its secret (only a hash of it is stored)."""
+
+    name: str
+    scope: Literal["read", "write", "admin"]
+    state: Literal["active", "expired", "revoked"]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None = Field(description="recorded at most once a minute")
+    revoked: bool
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="the secret, shown this once: send it as `Authorization: Bearer <token>`")
+
+
+class TokenList(BaseModel):
+    items: list[TokenPublic]

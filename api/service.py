@@ -2,9 +2,10 @@
 
     uvicorn.run("api.service:create_service_app", factory=True, host=..., port=...)
 
-The supervisor (sweepd.service.supervisor) lives as long as the app: it starts after the startup
-migrations and stops at shutdown, which sends every sweep driver SIGTERM (their sweeps stay RUNNING
-and resume on the next start). Settings: SWEEPD_MAX_SWEEPS, SWEEPD_SUPERVISE (sweepd/settings.py),
+The data preflight's imports (torch, transformers) are warmed up in a thread at startup
+(api/preflight.py). The supervisor (sweepd.service.supervisor) lives as long as the app: it starts
+after the startup migrations and stops at shutdown, which sends every sweep driver SIGTERM (their
+sweeps stay RUNNING and resume on the next start). Settings: SWEEPD_MAX_SWEEPS, SWEEPD_SUPERVISE (sweepd/settings.py),
 set by `sweepd serve` from its options.
 """
 
@@ -35,6 +36,7 @@ def create_service_app(settings: Settings | None = None) -> FastAPI:
         if missing := missing_vendor_files():
             log.warning("the dashboard's charts need %s, fetched at build time: run `make setup` (or "
                         "`python3 scripts/fetch_vendor.py`); the API works without them", ", ".join(missing))
+        app.state.preflight.warm_up()  # so the first POST /sweeps does not wait for torch's import
         app.state.supervisor = _start_supervisor(settings) if settings.supervise else None
         try:
             yield

@@ -311,7 +311,11 @@ class SweepdClient:
 
     def submit(self, spec: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
         """Post a sweep spec: a dict (sent as JSON), a path to a YAML/JSON file, or YAML/JSON
-        text. Returns the new sweep (state ``queued``); raises SpecRejected with every problem."""
+        text. Returns the new sweep: state ``validating`` while the server's data preflight reads
+        the data (then ``queued``, or ``failed`` with the data error as its ``error``), or
+        ``queued`` at once when that preflight is cached. Raises SpecRejected with every problem
+        found before the sweep exists (the spec, a data file that does not open, a tokenizer
+        that does not load)."""
         body, content_type = _spec_body(spec)
         return self._json("POST", f"{API}/sweeps", content=body, headers={"Content-Type": content_type})
 
@@ -366,8 +370,8 @@ class SweepdClient:
         on_update: Callable[[dict[str, Any]], None] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Poll the sweep every ``poll`` seconds until it is succeeded, failed or cancelled, and
-        return it. ``on_update(sweep)`` is called after every poll (the last one included).
+        """Poll the sweep every ``poll`` seconds until it is succeeded, failed or cancelled (through
+        ``validating``, ``queued`` and ``running``), and return it. ``on_update(sweep)`` is called after every poll (the last one included).
         Raises WaitTimeout after ``timeout`` seconds (the sweep goes on)."""
         if poll <= 0:
             raise ValueError(f"poll must be > 0, got {poll}")

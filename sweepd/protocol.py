@@ -21,6 +21,9 @@ METRIC_KEYS: tuple[str, ...] = STEP_KEYS
 
 
 class SweepState(str, enum.Enum):
+    # the data preflight runs (POST /sweeps, off the request); then queued, or failed with its
+    # file:line error. The supervisor never starts a validating sweep.
+    validating = "validating"
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
@@ -31,6 +34,11 @@ class SweepState(str, enum.Enum):
     def terminal(self) -> bool:
         return self in (SweepState.succeeded, SweepState.failed, SweepState.cancelled)
 
+    @property
+    def label(self) -> str:
+        """How people read it (CLI, dashboard): ``validating data``; else the value."""
+        return SWEEP_STATE_LABELS.get(self.value, self.value)
+
 
 class TrialState(str, enum.Enum):
     pending = "pending"
@@ -39,6 +47,7 @@ class TrialState(str, enum.Enum):
     stopped = "stopped"  # stopped early by the pruner
     failed = "failed"
     diverged = "diverged"
+    oom = "oom"  # ran out of memory (GPU, or the CPU's): its reason names the config and what to change
 
     @property
     def terminal(self) -> bool:
@@ -49,6 +58,8 @@ class TrialState(str, enum.Enum):
 TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
 FINISHED_TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState if s.terminal)
 ACTIVE_SWEEP_STATES: tuple[str, ...] = tuple(s.value for s in SweepState if not s.terminal)
+# Sweep states that read differently from their value (the CLI and the dashboard show these).
+SWEEP_STATE_LABELS: dict[str, str] = {SweepState.validating.value: "validating data"}
 
 
 # ---- keys the engine adds to Tune's configs and results ------------------------------------

@@ -28,7 +28,7 @@ Trial = Mapping[str, Any]
 
 # Trial counts are listed finished states first, then the ones still to finish.
 _COUNT_ORDER = FINISHED_TRIAL_STATES + tuple(s for s in TRIAL_STATES if s not in FINISHED_TRIAL_STATES)
-_ICON = {"succeeded": "✅", "failed": "❌", "cancelled": "⚪", "queued": "⏳", "running": "⏳"}
+_ICON = {"succeeded": "✅", "failed": "❌", "cancelled": "⚪", "validating": "⏳", "queued": "⏳", "running": "⏳"}
 
 
 # ------------------------------------------------------------------------- reading the JSON

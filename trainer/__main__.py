@@ -1,4 +1,9 @@
-"""`python -m trainer run TRIAL.yaml --metrics-out FILE.jsonl` and `python -m trainer make-data DIR`."""
+"""`python -m trainer run TRIAL.yaml --metrics-out FILE.jsonl` and `python -m trainer make-data DIR`.
+
+`run --checkpoint-dir DIR` writes checkpoints there on the config's `resources.checkpoint_every`
+(default DIR: `checkpoints/` beside the metrics file); `run --resume-from PATH` continues from a
+checkpoint (or the newest in a folder of them; none there: from the start), keeping the metrics
+file's lines up to the checkpoint's step."""
 
 from __future__ import annotations
 
@@ -20,6 +25,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problems := input_problems(cfg):  # before torch and DeepSpeed load (seconds)
         print("error: " + "\nerror: ".join(problems), file=sys.stderr)
         return 2
+    resume_step = None
+    if args.resume_from:  # before any worker starts: a bad path or checkpoint is one message
+        from .checkpoint import CheckpointError, find_latest, read_state
+
+        try:
+            if not os.path.exists(args.resume_from):
+                raise CheckpointError(f"{args.resume_from}: no such checkpoint or folder")
+            found = find_latest(args.resume_from)
+            resume_step = read_state(found).step if found is not None else None
+        except CheckpointError as err:
+            print(f"error: --resume-from: {err}", file=sys.stderr)
+            return 2
+        if found is None and os.environ.get("RANK", "0") == "0":
+            print(f"note: no checkpoint in {args.resume_from}: starting from step 0", file=sys.stderr)
     if cfg.resources.num_workers > 1 and not os.environ.get("SWEEPD_TRAINER_WORKER"):
         from .distributed import launch_local
 
@@ -34,9 +53,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop.request)
     signal.signal(signal.SIGINT, stop.request)
     out = args.metrics_out if os.environ.get("RANK", "0") == "0" else os.devnull
-    reporter = JsonlReporter(out, stop=stop)
+    reporter = JsonlReporter(out, stop=stop, keep_through_step=resume_step)
+    checkpoint_dir = args.checkpoint_dir
+    if checkpoint_dir is None and cfg.resources.checkpoint_every is not None:
+        checkpoint_dir = os.path.join(os.path.dirname(os.path.abspath(args.metrics_out)), "checkpoints")
     try:
-        result = run_trial(cfg, reporter)
+        result = run_trial(cfg, reporter, checkpoint_dir=checkpoint_dir, resume_from=args.resume_from)
     except (TrialError, DataError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -64,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run one trial from a YAML file")
     r.add_argument("trial")
     r.add_argument("--metrics-out", default="metrics.jsonl", help="JSONL: one line per step, then a final line")
+    r.add_argument("--checkpoint-dir", default=None,
+                   help="where resources.checkpoint_every writes checkpoints (default: checkpoints/ "
+                        "beside the metrics file)")
+    r.add_argument("--resume-from", default=None,
+                   help="continue from this checkpoint, or the newest in this folder (none: from the start)")
     r.set_defaults(fn=_cmd_run)
     d = sub.add_parser("make-data", help="write the built-in synthetic instruction set")
     d.add_argument("dir")

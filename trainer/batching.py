@@ -7,8 +7,11 @@ of loss tokens (the denominator of the step loss) need no communication.
 
 Packing: a micro-batch holds rows of at most `max_seq_len` tokens; samples are spread over rows
 longest-first onto the emptiest row (LPT), so rows come out nearly equal and padding is small.
-Packed samples never attend to each other: each row carries segment ids, position ids restart at
-every sample, and `collate` builds a block-diagonal causal mask.
+Packed samples never attend to each other: position ids restart at every sample (padding tokens get
+position 0 each), and the model's attention (`trainer.attention`, ``sweepd_packed``) cuts each row
+into its samples from them, so `collate` builds no mask (``attention_mask=None``): memory grows with
+the tokens, not with their square. ``collate(..., dense_mask=True)`` also builds the old dense
+block-diagonal causal mask, (rows, 1, L, L): the reference the tests compare against.
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ class Batch:
     input_ids: torch.Tensor  # (rows, L)
     targets: torch.Tensor  # (rows, L): next-token labels, IGNORE across sample boundaries and padding
     position_ids: torch.Tensor  # (rows, L)
-    attention_mask: torch.Tensor  # (rows, 1, L, L) bool, True = may attend
+    # None: the model's packed attention reads position_ids. (rows, 1, L, L) bool, True = may attend,
+    # only from collate(..., dense_mask=True)
+    attention_mask: torch.Tensor | None
     real_tokens: int  # non-padding tokens
     loss_tokens: int
 
     def to(self, device) -> "Batch":
+        mask = self.attention_mask.to(device) if self.attention_mask is not None else None
         return Batch(self.input_ids.to(device), self.targets.to(device), self.position_ids.to(device),
-                     self.attention_mask.to(device), self.real_tokens, self.loss_tokens)
+                     mask, self.real_tokens, self.loss_tokens)
 
 
 def loss_tokens(sample: Sample) -> int:
@@ -160,14 +166,18 @@ def plan_step(order: list[int], step: int, batch: int, samples: list[Sample], *,
     )
 
 
-def collate(rows: list[list[Sample]], pad_id: int) -> Batch:
-    """Rows of samples -> padded tensors with per-sample positions and a block-diagonal mask."""
+def collate(rows: list[list[Sample]], pad_id: int, *, dense_mask: bool = False) -> Batch:
+    """Rows of samples -> padded tensors with per-sample positions (padding: 0 each).
+
+    attention_mask is None: the model's packed attention isolates the samples from position_ids.
+    dense_mask=True builds the block-diagonal causal mask instead (padding attends to itself only),
+    the reference implementation; it costs rows * L * L bytes."""
     L = max(sum(len(s) for s in row) for row in rows)
     n = len(rows)
     input_ids = torch.full((n, L), pad_id, dtype=torch.long)
     targets = torch.full((n, L), IGNORE, dtype=torch.long)
     position_ids = torch.zeros((n, L), dtype=torch.long)
-    segments = torch.full((n, L), -1, dtype=torch.long)
+    segments = torch.full((n, L), -1, dtype=torch.long) if dense_mask else None
     real = loss = 0
     for r, row in enumerate(rows):
         pos = 0
@@ -178,10 +188,13 @@ def collate(rows: list[list[Sample]], pad_id: int) -> Batch:
             if k > 1:
                 targets[r, pos:pos + k - 1] = torch.tensor(s.labels[1:])
             position_ids[r, pos:pos + k] = torch.arange(k)
-            segments[r, pos:pos + k] = seg
+            if segments is not None:
+                segments[r, pos:pos + k] = seg
             pos += k
             real += k
             loss += sum(1 for x in s.labels[1:] if x != IGNORE)
+    if segments is None:
+        return Batch(input_ids, targets, position_ids, None, real, loss)
     same = segments[:, :, None] == segments[:, None, :]
     causal = torch.ones(L, L, dtype=torch.bool).tril()
     mask = (same & causal) | torch.eye(L, dtype=torch.bool)  # padding attends to itself: no NaN rows

@@ -21,7 +21,8 @@ from .data import IGNORE, ChatTokenizer, EvalItem, Sample
 
 @torch.no_grad()
 def per_sample_loss(engine, samples: list[Sample], pad_id: int, max_seq_len: int, device) -> list[tuple[float, int]]:
-    """(summed token loss, loss tokens) for each sample, packed for speed, isolated by the mask."""
+    """(summed token loss, loss tokens) for each sample, packed for speed; the packed attention keeps
+    the samples apart (no mask)."""
     if not samples:
         return []
     lengths = {i: len(s) for i, s in enumerate(samples)}

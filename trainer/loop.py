@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from . import distributed
+from . import distributed, throughput
 from .batching import (
     Batch,
     collate,
@@ -28,9 +27,12 @@ from .batching import (
     sample_order,
     steps_for_budget,
 )
+from .checkpoint import CheckpointError, setup_checkpoints
 from .config import TrialConfig
-from .data import IGNORE, ChatTokenizer, DataError, SkipReport, load_eval_items, load_samples
+from .data import ChatTokenizer, DataError, SkipReport, load_eval_items, load_samples
 from .evaluation import evaluate
+from .loss import summed_loss  # chunked head + cross-entropy: never the micro-batch's full fp32 logits
+from .memory import MemorySetupError, apply_activation_checkpointing, make_optimizer, offload_config
 from .models import load_model
 from .reporting import NullReporter, Reporter
 from .schedules import make_scheduler
@@ -40,14 +42,6 @@ class TrialError(Exception):
     """A problem with the trial's inputs, reported to the user without a traceback."""
 
 
-def summed_loss(engine, batch: Batch) -> torch.Tensor:
-    out = engine(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                 attention_mask=batch.attention_mask, use_cache=False)
-    logits = out.logits.float()
-    return F.cross_entropy(logits.view(-1, logits.size(-1)), batch.targets.view(-1),
-                           ignore_index=IGNORE, reduction="sum")
-
-
 def deepspeed_config(cfg: TrialConfig, world: int, on_gpu: bool) -> dict:
     return {
         "train_micro_batch_size_per_gpu": 1,  # nominal: we form micro-batches ourselves
@@ -55,9 +49,12 @@ def deepspeed_config(cfg: TrialConfig, world: int, on_gpu: bool) -> dict:
         "train_batch_size": world,
         "gradient_clipping": cfg.optimizer.grad_clip,
         "zero_optimization": {"stage": cfg.resources.zero_stage,
-                              "stage3_gather_16bit_weights_on_model_save": True},
+                              "stage3_gather_16bit_weights_on_model_save": True,
+                              **offload_config(cfg.resources.offload, on_gpu)},
         "bf16": {"enabled": on_gpu},
         "zero_allow_untested_optimizer": True,
+        # offload with torch's AdamW where DeepSpeed's CPU Adam op is not built (memory.make_optimizer)
+        "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**12,
         "wall_clock_breakdown": False,
     }
@@ -72,10 +69,10 @@ def grad_norm_stage0(model) -> float:
     return math.sqrt(sq.item())
 
 
-def _any_rank(flag: bool, world: int) -> bool:
+def _any_rank(flag: bool, world: int, device: torch.device | None = None) -> bool:
     if world == 1:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=device)  # NCCL reduces only CUDA tensors
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.item() > 0
 
@@ -99,7 +96,10 @@ def _load_data(cfg: TrialConfig, chat: ChatTokenizer, skips: SkipReport):
     return samples, sizes, eval_items
 
 
-def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict:
+def run_trial(cfg: TrialConfig, reporter: Reporter, *, checkpoint_dir: str | Path | None = None,
+              resume_from: str | Path | None = None) -> dict:
+    """One trial. `checkpoint_dir`: where `resources.checkpoint_every` writes checkpoints (none
+    without it); `resume_from`: a checkpoint (trainer/checkpoint.py) to continue from."""
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     info = distributed.setup(cfg.resources.device)
     import deepspeed
@@ -126,19 +126,33 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict:
     mbt = None if cfg.resources.micro_batch_tokens == "auto" else cfg.resources.micro_batch_tokens
 
     model = loaded.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.hparams.learning_rate,
-                                  betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps,
-                                  weight_decay=cfg.optimizer.weight_decay)
+    try:
+        apply_activation_checkpointing(model, cfg, info.device)
+    except MemorySetupError as err:
+        raise TrialError(str(err)) from None
+    optimizer = make_optimizer(model, cfg, on_gpu)
     scheduler = make_scheduler(optimizer, cfg.hparams.lr_scheduler, cfg.hparams.warmup_steps, steps)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg, info.world, on_gpu))
     engine.train()
+    meter = throughput.StepMeter(engine.module, info.device, info.world)
 
     status, reason, done_steps = "completed", None, 0
     seen_samples = seen_tokens = 0
     t_start = time.perf_counter()
     last_loss = float("nan")
-    for step in range(steps):
+    try:  # a checkpoint to continue from (its step, counts and clock), and the one that writes them
+        resumed, checkpointer = setup_checkpoints(
+            engine, optimizer, cfg, order=order, steps=steps, rank=info.rank, world=info.world,
+            checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+            agree=lambda flag: _any_rank(flag, info.world, info.device))
+    except CheckpointError as err:
+        raise TrialError(str(err)) from None
+    if resumed is not None:
+        done_steps, seen_samples, seen_tokens = resumed.step, resumed.samples, resumed.tokens
+        t_start -= resumed.seconds
+    for step in range(done_steps, steps):
+        meter.start()
         plan = plan_step(order, step, batch, samples, rank=info.rank, world=info.world,
                          max_seq_len=cfg.data.max_seq_len, micro_batch_tokens=mbt,
                          micro_batch_size=cfg.resources.micro_batch_size)
@@ -167,21 +181,29 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict:
             g = engine.get_global_grad_norm()
             gnorm = float(g) if g is not None else float("nan")
 
-        totals = torch.tensor([local_sum, float(local_tokens)], dtype=torch.float64)
+        totals = torch.tensor([local_sum, float(local_tokens)], dtype=torch.float64, device=info.device)
         if info.world > 1:
             dist.all_reduce(totals)
         loss = totals[0].item() / max(1, plan.global_loss_tokens)
         seen_samples += plan.global_samples
         seen_tokens += int(totals[1].item())
+        perf = meter.measure(int(totals[1].item()))  # tokens_per_second, mfu, peak_memory_gb
         done_steps = step + 1
         last_loss = loss
+        saving = (checkpointer is not None and done_steps < steps and _finite(loss) and _finite(gnorm)
+                  and checkpointer.due(seen_samples))
+        if saving:  # handed to the reporter with this step's report; renamed into place after it
+            checkpointer.write(engine, rep, step=done_steps, samples=seen_samples, tokens=seen_tokens,
+                               seconds=time.perf_counter() - t_start)
         rep.step({"step": done_steps, "samples": seen_samples, "tokens": seen_tokens,
                   "loss": loss if _finite(loss) else None, "grad_norm": gnorm if _finite(gnorm) else None,
-                  "lr": lr, "seconds": round(time.perf_counter() - t_start, 4)})
+                  "lr": lr, "seconds": round(time.perf_counter() - t_start, 4), **perf})
+        if saving:
+            checkpointer.commit()
         if not (_finite(loss) and _finite(gnorm)):
             status, reason = "diverged", f"non-finite {'loss' if not _finite(loss) else 'grad norm'} at step {done_steps}"
             break
-        if _any_rank(rep.should_stop(), info.world):
+        if _any_rank(rep.should_stop(), info.world, info.device):
             status, reason = "stopped", f"stop requested after step {done_steps}"
             break
         if cfg.eval.every_steps and done_steps % cfg.eval.every_steps == 0 and done_steps < steps:
@@ -194,6 +216,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict:
                     "planned_steps": steps}
     if reason:
         result["reason"] = reason
+    if resumed is not None:
+        result["resumed_from_step"] = resumed.step
     if skips.total:
         result["data_skipped"] = skips.as_dict()
     if status != "diverged":

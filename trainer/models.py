@@ -9,6 +9,10 @@ how to put it there.
 Chat template: the tokenizer's own when it has one. Otherwise FALLBACK_CHAT_TEMPLATE:
     <|system|>\\n{content}\\n<|user|>\\n{content}\\n<|assistant|>\\n{content}{eos}\\n
 (markers are plain text for models whose vocabulary lacks them; builtin:tiny has them as tokens).
+
+Attention: every model loads with `trainer.attention`'s ``sweepd_packed`` implementation, so packed
+micro-batches need no dense mask (``attention_mask=None`` plus per-sample ``position_ids``); padded
+inputs (generation) still take transformers' SDPA path.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from .attention import ATTN_IMPLEMENTATION
 from .config import model_dir_problem
 from .hub import ModelNotCached, is_hub_name, resolve_hub_model
 
@@ -104,6 +109,7 @@ def build_tiny(seed: int) -> LoadedModel:
     cfg = tiny_config(vocab)
     cfg.pad_token_id = tokenizer.pad_token_id
     cfg.eos_token_id = tokenizer.eos_token_id
+    cfg._attn_implementation = ATTN_IMPLEMENTATION
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)
@@ -119,9 +125,14 @@ def load_pretrained(path: str, dtype: torch.dtype = torch.float32) -> LoadedMode
         raise ModelLoadError(f"model.path: {path!r} has no config.json; not a Hugging Face model folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=dtype,
+                                                     attn_implementation=ATTN_IMPLEMENTATION)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"model.path: cannot load {path!r}: {err}") from None
+    if not type(model).is_backend_compatible():
+        # Its layers do not call the attention interface: let transformers build the block-diagonal
+        # mask from the packed position_ids itself (dense, but correct).
+        model.set_attn_implementation("sdpa")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from api import analysis, body, views
 from api.deps import SessionDep, SettingsDep, WriterDep
-from api.errors import R401, R404, R409, R413, R415, R422, responses
+from api.errors import R401, R403, R404, R409, R413, R415, R422, responses
 from api.routes import API_PREFIX, READ_ERRORS, ReadSessionDep
 from api.schemas import (
     Calibration,
@@ -34,7 +34,7 @@ from sweepd.engine.finalize import result_document
 from sweepd.engine.fingerprint import fingerprint
 from sweepd.report import markdown_summary
 from sweepd.service.extend import ExtendConflict, extend_sweep as extend_stored
-from sweepd.spec import Capacity, SpecError
+from sweepd.spec import Capacity, SpecError, SweepSpec
 from sweepd.store import repo
 from sweepd.store.db import json_dumps
 from sweepd.store.models import SweepState, TrialState
@@ -73,39 +73,52 @@ def _trials(session: Session, sweep_id: str, state: TrialState | None = None) ->
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SweepPublic,
-    responses=responses(R401, R413, R415, R422),
+    responses=responses(R401, R403, R413, R415, R422),
     openapi_extra=_spec_body,
     summary="Submit a sweep",
 )
 async def create_sweep(request: Request, response: Response, session: SessionDep, settings: SettingsDep,
                        token: WriterDep) -> SweepPublic:
     """Validate the spec (every problem at once, each with its field path; data and model
-    paths must resolve inside SWEEPD_DATA_ROOTS), run the data preflight and queue the sweep.
+    paths must resolve inside SWEEPD_DATA_ROOTS), store the sweep and start its data preflight.
 
-    The data preflight reads every train and eval file with the model's tokenizer (cached by the
-    files' content hash) synchronously, off the event loop, before the sweep exists: while it
-    runs the request is pending (there is no "validating data" sweep state), and a data error is
-    a 422 naming the file:line and reason (`loc` is the file's `data.train[i].path`). Its summary
-    (samples, over-long samples dropped or truncated per file) is the sweep's first "data" event."""
+    What is cheap and certain is checked before the sweep exists, a 422 naming the field: the
+    spec, every data file opening (an empty train file), the model's tokenizer loading. The data
+    preflight's tokenising pass (every line of every file with the model's tokenizer) then runs
+    off the request: the sweep is answered at once in state `validating` ("validating data") and
+    becomes `queued` when its data is fine (its summary is the sweep's first "data" event), or
+    `failed` with the preflight's first `file:line: reason` as its `error` (every error line in an
+    "error" event; no trial is started). A preflight cached from an earlier sweep with the same
+    files, tokenizer and data policy is used at once: the sweep is answered `queued`."""
     mt = body.check_media_type(request)
     raw = await body.read_limited(request, settings.max_body_bytes)
     value = body.decode(raw, mt)
     capacity = await run_in_threadpool(_capacity, request)
 
-    def create() -> SweepPublic:
+    def create() -> tuple[SweepPublic, SweepSpec | None, object]:
         spec = body.validate_spec(value, data_roots=settings.resolved_data_roots, capacity=capacity)
         problems = warm_start.check_reference(session, spec)  # search.warm_start: <sweep id>
         if problems:
             raise body.unprocessable(*[body.error(body.field_loc(path), msg) for path, msg in problems])
-        data = body.check_data(spec, home=settings.home)  # the data preflight: 422 on file:line errors
-        sweep = repo.create_sweep(session, name=spec.name, spec=spec.to_stored(), fingerprint=fingerprint(spec))
-        repo.add_preflight_event(session, sweep.id, data)
+        data = body.precheck_data(spec, home=settings.home)  # 422 on an unreadable file or tokenizer
+        state = SweepState.queued if data.summary is not None else SweepState.validating
+        sweep = repo.create_sweep(session, name=spec.name, spec=spec.to_stored(), fingerprint=fingerprint(spec),
+                                  state=state)
         repo.add_event(session, sweep.id, "info", f"sweep submitted with token {token.name!r}",
                        payload={"token": token.name})
+        if data.summary is not None:
+            repo.add_preflight_event(session, sweep.id, data.summary)
+        else:
+            n = len(spec.data.train) + len(spec.data.eval)
+            repo.add_event(session, sweep.id, "state",
+                           f"validating data: reading {n} file{'s' if n != 1 else ''} with the tokenizer of "
+                           f"{spec.model.path}", payload={"state": SweepState.validating.value})
         session.commit()
-        return views.sweep_public(session, sweep)
+        return views.sweep_public(session, sweep), (spec if data.summary is None else None), data.chat
 
-    public = await run_in_threadpool(create)
+    public, pending, chat = await run_in_threadpool(create)
+    if pending is not None:  # committed: the worker's own session sees it
+        request.app.state.preflight.submit(public.id, pending, chat)
     response.headers["Location"] = f"{API_PREFIX}/sweeps/{public.id}"
     return public
 
@@ -129,27 +142,29 @@ def get_sweep(sweep_id: SweepId, session: ReadSessionDep) -> SweepDetail:
 
 
 @router.post("/{sweep_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
-             responses=responses(R401, R404, R409, R422), summary="Cancel a queued or running sweep")
-def cancel_sweep(sweep_id: SweepId, session: SessionDep, token: WriterDep) -> SweepPublic:
+             responses=responses(R401, R403, R404, R409, R422), summary="Cancel a validating, queued or running sweep")
+def cancel_sweep(request: Request, sweep_id: SweepId, session: SessionDep, token: WriterDep) -> SweepPublic:
     """The sweep becomes `cancelled` at once; its driver stops the running trials within
-    seconds. A sweep that has already finished is a 409."""
+    seconds (a sweep still validating its data: the preflight stops). A sweep that has already
+    finished is a 409."""
     sweep = views.sweep_or_404(session, sweep_id)
     done = repo.set_sweep_state(session, sweep.id, SweepState.cancelled,
-                                only_from=[SweepState.queued, SweepState.running],
+                                only_from=[SweepState.validating, SweepState.queued, SweepState.running],
                                 message=f"sweep cancelled with token {token.name!r}")
     if done is None:
         session.rollback()
         current = repo.get_sweep(session, sweep.id)
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail=f"sweep {sweep.id!r} is already {current.state if current else 'gone'}: "
-                                   "only queued or running sweeps can be cancelled")
+                                   "only validating, queued or running sweeps can be cancelled")
     session.commit()
+    request.app.state.preflight.cancel(sweep.id)  # a validating sweep: its preflight stops
     return views.sweep_public(session, done)
 
 
 @router.post("/{sweep_id}/extend", status_code=status.HTTP_202_ACCEPTED,
              responses=responses({400: {"model": ErrorOut, "description": "the body is not UTF-8 JSON"}},
-                                 R401, R404, R409, R422),
+                                 R401, R403, R404, R409, R422),
              summary="Extend a finished sweep: more trials or budget, optionally a narrowed space")
 def extend_sweep(sweep_id: SweepId, extension: SweepExtend, session: SessionDep, token: WriterDep) -> SweepDetail:
     """The same sweep goes on: its spec gets the trials or budget (and the narrowed space), it is

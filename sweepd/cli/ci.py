@@ -30,7 +30,7 @@ from sweepd.report import Sweep, Trial, objective_of
 
 DEFAULT_TOLERANCE = 0.02
 _EPS = 1e-9  # float slack at the tolerance edge: 2.04 vs 2.0 at 2% is not a regression
-FAILED_TRIAL_STATES = (TrialState.failed.value, TrialState.diverged.value)  # a JUnit <failure>
+FAILED_TRIAL_STATES = (TrialState.failed.value, TrialState.diverged.value, TrialState.oom.value)  # a JUnit <failure>
 
 
 class BaselineError(ValueError):
@@ -178,8 +178,8 @@ def _trial_out(t: Trial, metric: str) -> str:
 def junit_xml(sweep: Sweep, trials: Sequence[Trial]) -> str:
     """A JUnit XML report: one <testcase> per trial.
 
-    completed: passes; stopped: passes, the pruner's reason in <system-out>; failed and
-    diverged: <failure> with the error (or reason); pending or running (a cancelled or failed
+    completed: passes; stopped: passes, the pruner's reason in <system-out>; failed, diverged
+    and oom: <failure> with the error (or reason); pending or running (a cancelled or failed
     sweep): <skipped>.
     """
     metric, mode = objective_of(sweep)

@@ -19,11 +19,20 @@ def _capacity():
     return Capacity.unlimited() if get_settings().ray_address else None
 
 
-def validate(spec: Annotated[Path, typer.Argument(help="Sweep spec, YAML or JSON.")]) -> None:
+def validate(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec, YAML or JSON.")],
+    no_check_paths: Annotated[bool, typer.Option(
+        "--no-check-paths", help="Structure and memory fit only, for a spec whose data and model live on a "
+                                 "cluster: no data roots, file or data preflight checks, no limit on CPUs and "
+                                 "GPUs (the model's shape: its config.json if here, else sweepd's table of "
+                                 "known models).")] = False,
+) -> None:
     """Check a spec and print the resolved plan; exit 2 with every problem listed."""
+    from sweepd.spec import Capacity
     from sweepd.spec.plan import validate_command
 
-    code, text = validate_command(str(spec), capacity=_capacity())
+    capacity = Capacity.unlimited() if no_check_paths else _capacity()
+    code, text = validate_command(str(spec), check_paths=not no_check_paths, capacity=capacity)
     typer.echo(text, err=code != 0)
     raise typer.Exit(code)
 

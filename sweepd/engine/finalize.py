@@ -24,12 +24,13 @@ def best_trial(trials: list[Trial], mode: str) -> Trial | None:
 def uniform_failure(trials: list[Trial], k: int = 1) -> tuple[int, str] | None:
     """(n, message) when the trials that finished so far all failed, at least ``k`` of them,
     every one with the same message; else None. A trial that completed, diverged or was stopped
-    by the pruner shows trials can run: no verdict then."""
+    by the pruner shows trials can run: no verdict then. Running out of memory counts as failing,
+    with its reason as the message (the same config runs out the same way)."""
     ended = [t for t in trials if t.state in FINISHED_TRIAL_STATES]
-    failed = [t for t in ended if t.state == TrialState.failed]
+    failed = [t for t in ended if t.state in (TrialState.failed, TrialState.oom)]
     if not failed or len(failed) < max(1, k) or len(failed) != len(ended):
         return None
-    messages = {(t.error or "").strip() for t in failed}
+    messages = {((t.error if t.state == TrialState.failed else t.reason) or "").strip() for t in failed}
     if len(messages) != 1 or not next(iter(messages)):
         return None
     return len(failed), messages.pop()

@@ -3,7 +3,9 @@
 Both classes are pickled by Ray into the experiment (tuner.pkl) and brought back on resume, so
 they hold only the database URL and open their engine lazily. Metric points are buffered and
 written in batches; the store's inserts are idempotent, so a resumed sweep that replays results
-writes no duplicate rows.
+writes no duplicate rows. Each point carries its trial's attempt (counted at each start): a retry
+resumed from a checkpoint writes from the checkpoint's step on and supersedes the earlier attempt's
+points from there (sweepd/store/metric_points.py), so the curve has every step once.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import re
 import time
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from sweepd.protocol import FINAL_MARKER, FINISHED_TRIAL_STATES, METRIC_KEYS, NUMBER_KEY, TrialState
 from sweepd.store import repo
 from sweepd.store.db import make_engine, session_scope
-from sweepd.store.models import MetricPoint, Trial, utcnow
+from sweepd.store.models import Trial, utcnow
 
 FLUSH_EVERY_POINTS = 200
 FLUSH_EVERY_SECONDS = 2.0
@@ -73,11 +75,11 @@ class DecisionWriter(_StoreClient):
 
 
 def _final_state(result: dict | None) -> str:
-    """A final result's status (completed, diverged, stopped; anything else: completed); no final
-    result at all: the trial was stopped."""
+    """A final result's status (completed, diverged, stopped, failed, oom; anything else:
+    completed); no final result at all: the trial was stopped."""
     if not result or result.get(FINAL_MARKER) is None:
         return TrialState.stopped.value
-    ends = (TrialState.completed, TrialState.diverged, TrialState.stopped, TrialState.failed)
+    ends = (TrialState.completed, TrialState.diverged, TrialState.stopped, TrialState.failed, TrialState.oom)
     status = result[FINAL_MARKER]
     return status if status in ends else TrialState.completed.value
 
@@ -184,11 +186,12 @@ class StoreRecorder(Callback, _StoreClient):
         _StoreClient.__init__(self, db_url, sweep_id)
         self.objective_metric = objective_metric
         self._points: dict[int, list[dict]] = {}
+        self._attempts: dict[int, int] = {}  # trial number -> its running attempt (1, 2, ...)
         self._last_flush = time.monotonic()
 
     def __getstate__(self) -> dict:
         state = _StoreClient.__getstate__(self)
-        state["_points"] = {}
+        state["_points"], state["_attempts"] = {}, {}
         return state
 
     # -- helpers -------------------------------------------------------------------------------
@@ -206,6 +209,15 @@ class StoreRecorder(Callback, _StoreClient):
         self._points = {}
         self._last_flush = time.monotonic()
 
+    def _attempt(self, number: int) -> int:
+        """The attempt a trial's results come from: counted at its start (on_trial_start), else
+        (a recorder restored mid-trial) the store's count."""
+        if number not in self._attempts:
+            with self.session() as s:
+                trial = repo.get_trial_by_number(s, self.sweep_id, number)
+                self._attempts[number] = max(1, trial.attempts if trial else 1)
+        return self._attempts[number]
+
     # -- Ray Tune callback hooks ---------------------------------------------------------------
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -218,16 +230,21 @@ class StoreRecorder(Callback, _StoreClient):
             config = {k: v for k, v in trial.config.items() if k != NUMBER_KEY}
             if previous is not None and previous.config and previous.config != config:
                 # a resume re-suggested this number with other params: the old curve is not its own
-                s.execute(delete(MetricPoint).where(MetricPoint.trial_id == previous.id))
+                repo.delete_metric_points(s, previous.id)
                 attempts = 1
             repo.upsert_trial(s, self.sweep_id, number, config=config, state=TrialState.running,
                               attempts=attempts, started_at=utcnow())
+        # each attempt's points are kept apart; a retry's steps supersede the earlier attempt's
+        # from its first step on (a resumed retry starts after its checkpoint's step)
+        self._attempts[number] = attempts
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(FINAL_MARKER) is not None or "loss" not in result:
             return  # the final result is recorded on completion; interim evals are not curve points
+        number = trial_number(trial)
         point = {k: result.get(k) for k in METRIC_KEYS}
-        self._points.setdefault(trial_number(trial), []).append(point)
+        point["attempt"] = self._attempt(number)
+        self._points.setdefault(number, []).append(point)
         if (sum(len(p) for p in self._points.values()) >= FLUSH_EVERY_POINTS
                 or time.monotonic() - self._last_flush > FLUSH_EVERY_SECONDS):
             self._flush()
@@ -244,6 +261,8 @@ class StoreRecorder(Callback, _StoreClient):
                           seconds=float(result.get("seconds") or 0))
             if state == TrialState.diverged:
                 fields["reason"] = result.get("reason")
+            if state == TrialState.oom:  # out of memory (engine/oom.py): the reason names the config
+                fields.update(objective=None, reason=strip_ansi(str(result.get("reason") or "out of memory")))
             if state == TrialState.failed:  # a trainer error, reported by the trainable (no retry)
                 fields.update(objective=None, error=strip_ansi(str(result.get("reason") or NO_ERROR_TEXT)),
                               error_detail=None)
@@ -259,6 +278,11 @@ class StoreRecorder(Callback, _StoreClient):
         with self.session() as s:
             repo.upsert_trial(s, self.sweep_id, trial_number(trial), state=TrialState.failed,
                               error=message, error_detail=detail, finished_at=utcnow())
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        """Tune registers a trial's checkpoint after its step's result: the points up to it go to
+        the store now, so a resume from it (a retry, or the sweep after a driver crash) leaves no gap."""
+        self._flush()
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._flush()

@@ -102,7 +102,15 @@ class SweepOptunaSearch(OptunaSearch):
         finished = bool(result) and result.get(FINAL_MARKER) is not None
         value = result.get(self._metric) if finished else None
         if error or (finished and value is None):
-            state = TrialState.FAIL  # crashed, or diverged: no objective to learn from
+            # crashed, diverged, failed or out of memory: no objective to learn from. An oom trial is
+            # FAIL, not PRUNED: TPE ranks PRUNED trials as worse than every complete one and would
+            # steer away from its learning rate and warmup, which have nothing to do with memory
+            # (the micro-batch, not the effective batch, sets it); FAIL trials are left out of the
+            # sampler's model. The reason goes on the Optuna trial for optuna-dashboard.
+            state = TrialState.FAIL
+            if finished and result.get(FINAL_MARKER) == "oom" and result.get("reason"):
+                self._ot_study._storage.set_trial_system_attr(
+                    self._ot_trials[trial_id]._trial_id, "sweepd_oom", str(result["reason"]))
         elif not finished:
             state = TrialState.PRUNED
         else:

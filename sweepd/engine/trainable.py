@@ -2,7 +2,9 @@
 
 A trainer error (TrialError, DataError, ModelLoadError: the trial's inputs are wrong) ends the
 trial with a final result of status "failed" and the error's message as its reason, so Tune does
-not retry it and the store gets the message as the trainer worded it (see recorder.py).
+not retry it and the store gets the message as the trainer worded it (see recorder.py). Running
+out of memory likewise ends it with status "oom" and a reason naming the step, the memory
+settings and what to change (engine/oom.py).
 
 Every optimizer step is reported (the pruner decides on them); the objective metrics are reported
 in the final result, which alone carries FINAL_MARKER: a trial that ends without it was stopped,
@@ -16,22 +18,33 @@ import os
 
 from ray import tune
 
+from sweepd.engine.checkpoints import send_with_checkpoint, trial_checkpoints
+from sweepd.engine.oom import oom_errors, report_oom
 from sweepd.protocol import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
 
 
 class TuneReporter:
-    """trainer.reporting.Reporter that forwards to ray.tune.report."""
+    """trainer.reporting.Reporter that forwards to ray.tune.report; a checkpoint the trainer hands
+    over goes with the next step's report (sweepd/engine/checkpoints.py)."""
 
-    def _send(self, metrics: dict) -> None:
-        tune.report(metrics)
+    _checkpoint: str | None = None
+
+    def _send(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        send_with_checkpoint(tune.report, tune.Checkpoint.from_directory, metrics, checkpoint_dir)
+
+    def checkpoint(self, path: str) -> None:
+        self._checkpoint = path
 
     def step(self, metrics: dict) -> None:
-        self._send({k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)})
+        if isinstance(metrics.get("step"), int):
+            self.last_step = metrics["step"]  # an out-of-memory error names the step after it (engine/oom.py)
+        folder, self._checkpoint = self._checkpoint, None
+        self._send({k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)}, folder)
 
     def final(self, result: dict) -> None:
         flat = {k: v for k, v in result.items() if not isinstance(v, dict) and v is not None}
         flat[FINAL_MARKER] = result["status"]
-        if result.get("status") in ("diverged", "failed"):  # no objective for a diverged or failed trial
+        if result.get("status") in ("diverged", "failed", "oom"):  # no objective for a diverged, failed or oom trial
             flat = {k: v for k, v in flat.items() if k in ("status", "steps", "samples", "tokens", "seconds",
                                                             "reason", FINAL_MARKER)}
         self._send(flat)
@@ -71,10 +84,11 @@ class TrainReporter(TuneReporter):
     def __init__(self, worker_nodes: str = "") -> None:
         self.worker_nodes = worker_nodes  # "ip,ip" by rank: where the trial's workers ran
 
-    def _send(self, metrics: dict) -> None:
+    def _send(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         import ray.train
 
-        ray.train.report(metrics)
+        # every worker hands in its own files (its ZeRO partition); Ray merges them into one checkpoint
+        send_with_checkpoint(ray.train.report, ray.train.Checkpoint.from_directory, metrics, checkpoint_dir)
 
     def final(self, result: dict) -> None:
         super().final({**result, "worker_nodes": self.worker_nodes})
@@ -93,14 +107,32 @@ def _train_worker_loop(config: dict) -> None:
     dist.all_gather_object(nodes, ray.util.get_node_ip_address())
     reporter = TrainReporter(",".join(nodes))
     try:  # every rank loads the same model and data, so every rank fails the same way
-        run_trial(spec.trial_config(config["params"], output_dir=config.get("output_dir")), reporter)
+        enabled = spec.resources.checkpoint_every is not None
+        with trial_checkpoints(ray.train.get_checkpoint, enabled) as (checkpoint_dir, resume_from):
+            run_trial(spec.trial_config(config["params"], output_dir=config.get("output_dir")), reporter,
+                      checkpoint_dir=checkpoint_dir, resume_from=resume_from)
     except trainer_errors() as err:
         report_failure(reporter, err)
+    except oom_errors() as err:  # the same config would run out again: state oom, no retry (engine/oom.py)
+        report_oom(reporter, err, spec.trial_config(config["params"]))
+
+
+def _trial_storage(ctx) -> dict:
+    """Where the Ray Train run of a trial keeps its checkpoints: in the Tune trial's own storage
+    folder (the sweep's, shared by the cluster), so a retry on another node finds them and they go
+    with the trial's (checkpoints.CheckpointCleanup); not the driver's local staging folder."""
+    try:
+        from ray.train._internal.session import get_session
+
+        storage = get_session().storage
+        return {"storage_path": storage.trial_fs_path, "storage_filesystem": storage.storage_filesystem}
+    except Exception:  # noqa: BLE001 - an older or newer Ray without it: the trial's local folder
+        return {"storage_path": ctx.get_trial_dir()}
 
 
 def run_multi_worker(spec, params: dict, output_dir: str | None) -> None:
     """workers_per_trial > 1: Ray Train's TorchTrainer inside the Tune trial (Ray Train V2 style)."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -112,8 +144,9 @@ def run_multi_worker(spec, params: dict, output_dir: str | None) -> None:
         scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": res.cpus_per_worker,
                                                            **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}),
+        # the same name on a retry: Ray Train finds its latest checkpoint (ray.train.get_checkpoint)
         run_config=RunConfig(name=f"train-{ctx.get_trial_id()}", callbacks=[TuneReportCallback()],
-                             storage_path=ctx.get_trial_dir()),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1), **_trial_storage(ctx)),
     )
     trainer.fit()
 
@@ -132,7 +165,7 @@ def replay_if_finished(db_url: str, sweep_id: str, number: int) -> bool:
             final = dict(trial.metrics_final or {}) if trial else {}
     finally:
         engine.dispose()
-    if state in ("completed", "diverged") and final.get(FINAL_MARKER):
+    if state in ("completed", "diverged", "oom") and final.get(FINAL_MARKER):
         tune.report({**final, REPLAYED_KEY: True})
         return True
     if state == "stopped":  # ends with no final result: recorded as stopped again
@@ -167,7 +200,12 @@ def run_trial_in_tune(params: dict, *, spec_doc: dict, db_url: str, sweep_id: st
         run_multi_worker(spec, params, output_dir)
         return
     reporter = TuneReporter()
-    try:
-        run_trial(spec.trial_config(params, output_dir=output_dir), reporter)
+    try:  # a retry continues from the trial's latest checkpoint (resources.checkpoint_every)
+        enabled = spec.resources.checkpoint_every is not None
+        with trial_checkpoints(tune.get_checkpoint, enabled) as (checkpoint_dir, resume_from):
+            run_trial(spec.trial_config(params, output_dir=output_dir), reporter,
+                      checkpoint_dir=checkpoint_dir, resume_from=resume_from)
     except trainer_errors() as err:
         report_failure(reporter, err)
+    except oom_errors() as err:  # the same config would run out again: state oom, no retry (engine/oom.py)
+        report_oom(reporter, err, spec.trial_config(params))

@@ -17,6 +17,7 @@ from ray import tune
 
 from sweepd.engine.budget import BudgetGate
 from sweepd.engine.cancel import CancelStopper
+from sweepd.engine.checkpoints import CheckpointCleanup
 from sweepd.engine.recorder import DecisionWriter, SameFailureStopper, StoreRecorder, trial_key
 from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
 from sweepd.engine.trainable import run_trial_in_tune
@@ -38,6 +39,9 @@ def ensure_ray(address: str | None) -> None:
     # Save the experiment state often: after a crash, a resume then reruns little and
     # re-suggests no trial whose number the store already holds.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # One checkpoint kept per trial (disk) forces an experiment snapshot at each trial checkpoint;
+    # with checkpoints every few steps Tune would warn about that on every one.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
@@ -133,10 +137,13 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
             warm_start.warm_start(spec, sweep_id=sweep_id, db_url=db_url, study_name=study_name,
                                   pruner=tune_config.scheduler.pruner)
         run_config = tune.RunConfig(
-            name=exp.name, storage_path=str(exp.parent), verbose=0, callbacks=[recorder],
+            # the recorder first: a trial's last points are stored before its checkpoints go
+            name=exp.name, storage_path=str(exp.parent), verbose=0, callbacks=[recorder, CheckpointCleanup()],
             # cancelled, or the first max_concurrent trials all failed the same way (bad data ...)
             stop=tune.stopper.CombinedStopper(CancelStopper(db_url, sweep_id),
                                               same_failure(spec, db_url, sweep_id, first_number)),
+            # a crashed trial is retried from its latest checkpoint (resources.checkpoint_every;
+            # sweepd/engine/checkpoints.py); one checkpoint per trial, deleted when the trial ends
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )

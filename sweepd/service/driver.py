@@ -65,6 +65,9 @@ def main(argv: list[str]) -> int:
         if sweep.state not in ACTIVE_SWEEP_STATES:
             print(f"sweep {sweep_id} is {sweep.state}; nothing to do", file=sys.stderr)
             return 0
+        if sweep.state == SweepState.validating.value:  # the API's data preflight decides first
+            print(f"sweep {sweep_id} is still validating its data; not started", file=sys.stderr)
+            return 0
         spec = SweepSpec.from_stored(sweep.spec)
     try:
         result = drive(engine, db_url, sweep_id, spec)
@@ -149,7 +152,8 @@ def extend_local(sweep_id: str, *, trials: int | None = None, budget: float | No
         sweep = repo.get_sweep(s, sweep_id)
         if sweep is None:
             raise repo.NotFound(f"no sweep {sweep_id!r}")
-        resumed = sweep.state in ACTIVE_SWEEP_STATES and trials is None and budget is None and not space
+        resumed = (sweep.state in ACTIVE_SWEEP_STATES and sweep.state != SweepState.validating.value
+                   and trials is None and budget is None and not space)
         if resumed and driver_alive(sweep.controller):
             raise ExtendConflict(f"sweep {sweep_id!r} is {sweep.state}, driven by {sweep.controller}")
         if not resumed:
@@ -166,8 +170,9 @@ def extend_local(sweep_id: str, *, trials: int | None = None, budget: float | No
 
 def find_resumable(session, spec_doc: dict) -> Sweep | None:
     """The newest unfinished sweep with this very spec whose driver is gone, if any."""
+    runnable = [s for s in ACTIVE_SWEEP_STATES if s != SweepState.validating.value]  # a server validates that one
     candidates = session.scalars(
-        select(Sweep).where(Sweep.name == spec_doc["name"], Sweep.state.in_(ACTIVE_SWEEP_STATES))
+        select(Sweep).where(Sweep.name == spec_doc["name"], Sweep.state.in_(runnable))
         .order_by(Sweep.created_at.desc())
     ).all()
     for sweep in candidates:

@@ -60,14 +60,17 @@ Resources
 ``workers_per_trial * cpus_per_worker`` and ``workers_per_trial * gpus_per_worker`` must fit the
 cluster's ``Capacity`` (default: this machine, ``os.cpu_count()`` and
 ``torch.cuda.device_count()``). A trial with ``gpus_per_worker: 0`` runs on the CPU; with GPUs
-reserved it runs on CUDA.
+reserved it runs on CUDA, and its estimated peak memory per GPU (``fit.py``, trainer/fit.py) for the
+space's largest micro-batch must fit ``resources.gpu_memory_gb`` (default: the first GPU's memory
+in ``Capacity``; unknown: not judged).
 
 Where things are
 ----------------
 ``sections.py`` search / pruner / objective / resources; ``space.py`` keys and domains;
 ``fixed.py`` the ``fixed:`` section; ``fields.py`` trial-config leaves; ``budget.py`` full
 budgets; ``paths.py`` data and model paths; ``capacity.py`` Capacity and the validation context;
-``checks.py`` the checks across sections, one named function each; ``trials.py`` spec -> trial
+``checks.py`` the checks across sections, one named function each; ``fit.py`` the memory fit
+check's estimate and report; ``trials.py`` spec -> trial
 config; ``model.py`` SweepSpec; ``loading.py`` YAML/JSON and the entry points; ``errors.py``
 SpecError; ``plan.py`` what ``sweepd validate`` prints.
 """

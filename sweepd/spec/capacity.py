@@ -21,17 +21,22 @@ class Capacity:
 
     cpus: float
     gpus: float
+    gpu_memory_gb: float | None = None  # GiB per GPU, for the fit check; None: unknown
 
     @classmethod
     def detect(cls) -> "Capacity":
-        """This machine: os.cpu_count() CPUs and torch.cuda.device_count() GPUs."""
+        """This machine: os.cpu_count() CPUs, torch.cuda.device_count() GPUs and the first one's
+        memory."""
+        memory = None
         try:
             import torch
 
             gpus = torch.cuda.device_count()
+            if gpus:
+                memory = torch.cuda.get_device_properties(0).total_memory / 2**30
         except Exception:  # no torch, or a broken CUDA install: no GPUs
             gpus = 0
-        return cls(cpus=os.cpu_count() or 1, gpus=gpus)
+        return cls(cpus=os.cpu_count() or 1, gpus=gpus, gpu_memory_gb=memory)
 
     @classmethod
     def unlimited(cls) -> "Capacity":

@@ -196,6 +196,25 @@ def check_capacity(s: Sections, ctx: Context) -> Iterator[Problem]:
                                          f"{field} {tidy(per_worker)}), the cluster has {tidy(has)}: it could never start")
 
 
+def check_fit(s: Sections, ctx: Context) -> Iterator[Problem]:
+    """The largest trial fits in GPU memory: trainer/fit.py's per-GPU peak-memory estimate of the
+    space's most demanding micro-batch (sweepd/spec/fit.py) against resources.gpu_memory_gb, else
+    this server's GPU. A CPU-only spec, an unknown GPU memory or a model with no config.json (nor
+    a known shape) is not judged."""
+    if s.resources is None or s.model is None or s.data is None or s.resources.gpus_per_worker == 0:
+        return
+    if s.space_errors or s.fixed_errors:
+        return
+    from sweepd.spec.fit import fit_report, gpu_memory
+
+    if gpu_memory(s, ctx)[0] is None:  # nothing to judge by (sweepd validate still prints the estimate)
+        return
+    report = fit_report(s, ctx)
+    refusal = report.refusal() if report is not None else None
+    if refusal:
+        yield "resources", refusal
+
+
 CHECKS: tuple[Check, ...] = (
     check_space,
     check_grid,
@@ -208,6 +227,7 @@ CHECKS: tuple[Check, ...] = (
     check_data_paths,
     check_model_path,
     check_capacity,
+    check_fit,
 )
 
 

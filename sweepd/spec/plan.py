@@ -100,7 +100,7 @@ def data_preflight(spec: SweepSpec) -> dict[str, Any]:
 
 
 def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES,
-                  preflight: dict[str, Any] | None = None) -> dict[str, Any]:
+                  preflight: dict[str, Any] | None = None, capacity: Capacity | None = None) -> dict[str, Any]:
     from sweepd.pruners import make_pruner
     from trainer.batching import DEFAULT_MICRO_BATCH_TOKENS
     from trainer.preflight import summary
@@ -192,6 +192,8 @@ def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES,
             "gpus_per_trial": tidy(workers * res.gpus_per_worker),
             "zero_stage": res.zero_stage,
             "max_failures": res.max_failures,
+            # a retry resumes from the trial's latest checkpoint (none: from step 0)
+            "checkpoint_every": res.checkpoint_every.model_dump(exclude_none=True) if res.checkpoint_every else None,
         },
         "data": {
             "train_files": [f.path for f in spec.data.train],
@@ -209,7 +211,17 @@ def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES,
             "max_samples": max_samples,
             "max_tokens": None if max_samples is None or mean is None else int(max_samples * mean),
         },
+        "fit": fit_of(spec, capacity),
     }
+
+
+def fit_of(spec: SweepSpec, capacity: Capacity | None = None) -> dict[str, Any] | None:
+    """The memory estimate per GPU of the space's extremes (sweepd/spec/fit.py), as a dict."""
+    from sweepd.spec.capacity import Context
+    from sweepd.spec.fit import fit_report
+
+    report = fit_report(spec, Context(capacity=capacity))
+    return report.as_dict() if report is not None else None
 
 
 def _n(value: Any) -> str:
@@ -256,7 +268,8 @@ def format_plan(plan: dict[str, Any]) -> str:
         f"budget per trial: {budget}",
         f"resources per trial: {res['workers_per_trial']} worker(s), {_n(res['cpus_per_trial'])} CPU(s), "
         f"{_n(res['gpus_per_trial'])} GPU(s), ZeRO stage {res['zero_stage']}, up to {res['max_failures']} retr"
-        f"{'y' if res['max_failures'] == 1 else 'ies'}",
+        f"{'y' if res['max_failures'] == 1 else 'ies'}"
+        + (_checkpoint_words(res.get("checkpoint_every")) if res["max_failures"] else ""),
         f"data: {_n(data['train_samples'])} train samples; mean "
         + (f"{_n(data['mean_sample_tokens'])} tokens over "
            + (f"all {_n(data['measured_lines'])} samples" if data.get("measured_all")
@@ -297,6 +310,10 @@ def format_plan(plan: dict[str, Any]) -> str:
             f"maximum compute (every trial at full budget): {_n(c['max_samples'])} samples, "
             f"{_approx(c['max_tokens'])} tokens",
         ]
+    if plan.get("fit"):
+        from sweepd.spec.fit import format_fit
+
+        lines += ["", *format_fit(plan["fit"])]
     return "\n".join(lines)
 
 
@@ -309,10 +326,19 @@ def validate_command(
     except SpecError as err:
         return 2, err.format()
     if not check_paths:  # a spec for another machine: its data is not here to read
-        return 0, format_plan(describe_plan(spec))
+        return 0, format_plan(describe_plan(spec, capacity=capacity))
     from trainer.preflight import format_report
 
     report = data_preflight(spec)
     if report["errors"]:
         return 2, f"{path}: the data would fail every trial\n" + format_report(report)
-    return 0, format_plan(describe_plan(spec, preflight=report)) + "\n\n" + format_report(report)
+    return 0, format_plan(describe_plan(spec, preflight=report, capacity=capacity)) + "\n\n" + format_report(report)
+
+
+def _checkpoint_words(every: dict | None) -> str:
+    """How a retried trial resumes: ", from a checkpoint every 2,048 samples", or from step 0."""
+    if not every:
+        return " (from step 0: no checkpoint_every)"
+    if "samples" in every:
+        return f", from a checkpoint every {_n(every['samples'])} samples"
+    return f", from a checkpoint every {_n(every['minutes'])} minutes"

@@ -1,5 +1,10 @@
 """A trial's per-step metric points in the store: idempotent bulk writes and downsampled reads.
 
+Each point carries the attempt (1, 2, ... one per run of a retried trial) that wrote it. A later
+attempt's point for a step already stored supersedes it: the earlier attempt's points from that
+step on move to ``sweepd_superseded_points`` (``SupersededPoint``), so the curve keeps every step
+once, each from the latest attempt that reported it, and no attempt's points are lost.
+
 Reached through ``sweepd.store.repo`` like every other read and write; the session rules are the
 repository's (the caller owns the transaction).
 """
@@ -10,29 +15,61 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from sweepd.store.db import insert_or_ignore
-from sweepd.store.models import MetricPoint
+from sweepd.store.models import MetricPoint, SupersededPoint
 
 METRIC_BATCH_SIZE = 500
 
 
-def _point_row(trial_id: str, point: Mapping[str, Any] | MetricPoint) -> dict[str, Any]:
+def _point_row(trial_id: str, point: Mapping[str, Any] | MetricPoint, attempt: int = 1) -> dict[str, Any]:
     if isinstance(point, MetricPoint):
         point = point.to_dict()
     if "step" not in point:
         raise ValueError(f"metric point without a step: {dict(point)!r}")
-    row: dict[str, Any] = {"trial_id": trial_id, "step": int(point["step"])}
+    row: dict[str, Any] = {"trial_id": trial_id, "step": int(point["step"]),
+                           "attempt": int(point.get("attempt") or attempt)}
     for f in MetricPoint.FIELDS[1:]:
         v = point.get(f)
         if isinstance(v, float) and not math.isfinite(v):
             v = None  # NaN/inf: stored as null on both backends
         row[f] = v
-    extra = {k: v for k, v in point.items() if k not in MetricPoint.FIELDS and k != "trial_id"}
+    extra = {k: v for k, v in point.items() if k not in MetricPoint.FIELDS and k not in ("trial_id", "attempt")}
     row["extra"] = extra or None
     return row
+
+
+def _supersede(session: Session, trial_id: str, rows: list[dict[str, Any]]) -> None:
+    """Move the points of earlier attempts that the rows' attempts report again (from each
+    attempt's first step in the rows on) out of the curve. Attempt 1 supersedes nothing, so a
+    trial never retried costs nothing here."""
+    first: dict[int, int] = {}
+    for r in rows:
+        if r["attempt"] > 1:
+            first[r["attempt"]] = min(first.get(r["attempt"], r["step"]), r["step"])
+    if not first:
+        return
+    connection = session.connection()
+    mp = MetricPoint.__table__
+    for attempt, step in sorted(first.items()):
+        where = (mp.c.trial_id == trial_id, mp.c.step >= step, mp.c.attempt < attempt)
+        old = connection.execute(select(mp).where(*where)).mappings().all()
+        if not old:
+            continue
+        moved = [{"trial_id": trial_id, "attempt": int(o["attempt"]), "step": int(o["step"]), "point": _as_point(o)}
+                 for o in old]
+        connection.execute(insert_or_ignore(session, SupersededPoint)
+                           .on_conflict_do_nothing(index_elements=["trial_id", "attempt", "step"]), moved)
+        connection.execute(delete(mp).where(*where))
+
+
+def _as_point(row: Mapping[str, Any]) -> dict[str, Any]:
+    point = {f: row[f] for f in MetricPoint.FIELDS}
+    point.update(row["extra"] or {})
+    point["attempt"] = int(row["attempt"])
+    return point
 
 
 def add_metric_points(
@@ -41,18 +78,25 @@ def add_metric_points(
     points: Iterable[Mapping[str, Any] | MetricPoint],
     *,
     batch_size: int = METRIC_BATCH_SIZE,
+    attempt: int = 1,
 ) -> int:
     """Store a trial's per-step metrics, idempotently; returns how many rows were new.
 
     Points are dicts like the trainer's JSONL lines (``step`` required; ``samples``,
-    ``tokens``, ``loss``, ``grad_norm``, ``lr``, ``seconds`` go to columns, any other key to
-    ``extra``). A step already stored is left as it is (INSERT ... ON CONFLICT DO NOTHING), so
+    ``tokens``, ``loss``, ``grad_norm``, ``lr``, ``seconds``, ``tokens_per_second``, ``mfu``,
+    ``peak_memory_gb`` go to columns, any other key to ``extra``). A step already stored is left as it is (INSERT ... ON CONFLICT DO NOTHING), so
     writing the same points again after a resume neither fails nor duplicates.
     Non-finite floats are stored as null.
+
+    ``attempt`` (or a point's own ``attempt`` key): the run of the trial that reported them. A
+    point of attempt ``a`` at step ``s`` first moves the stored points of attempts before ``a``
+    at steps ``>= s`` to the superseded points (see the module's docstring); a point of an older
+    attempt than the one stored at its step is ignored.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rows = [_point_row(trial_id, p) for p in points]
+    rows = [_point_row(trial_id, p, attempt) for p in points]
+    _supersede(session, trial_id, rows)
     stmt = (
         insert_or_ignore(session, MetricPoint)
         .on_conflict_do_nothing(index_elements=["trial_id", "step"])
@@ -105,3 +149,17 @@ def read_metrics(
         .order_by(numbered.c.step)
     )
     return list(session.scalars(stmt).all())
+
+
+def read_superseded(session: Session, trial_id: str) -> list[dict[str, Any]]:
+    """The points a trial's later attempts superseded, by attempt and step (each as it was
+    stored: the metric keys, its extra keys and ``attempt``)."""
+    rows = session.scalars(select(SupersededPoint).where(SupersededPoint.trial_id == trial_id)
+                           .order_by(SupersededPoint.attempt, SupersededPoint.step)).all()
+    return [{**r.point, "attempt": r.attempt, "step": r.step} for r in rows]
+
+
+def delete_metric_points(session: Session, trial_id: str) -> None:
+    """A trial's whole curve, superseded points included (a number re-suggested with other params)."""
+    session.execute(delete(MetricPoint).where(MetricPoint.trial_id == trial_id))
+    session.execute(delete(SupersededPoint).where(SupersededPoint.trial_id == trial_id))

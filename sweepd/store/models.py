@@ -193,7 +193,13 @@ class MetricPoint(Base):
     grad_norm: Mapped[float | None] = mapped_column(Float)
     lr: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
+    # the step's throughput and memory (trainer/throughput.py); null on points from before 0004
+    tokens_per_second: Mapped[float | None] = mapped_column(Float)
+    mfu: Mapped[float | None] = mapped_column(Float)  # null on CPU and on an unknown GPU
+    peak_memory_gb: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # which run of the trial wrote it: 1, then 2, 3 ... for each retry (0006; see SupersededPoint)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     # Columns a metric dict maps onto; anything else goes into `extra`.
     FIELDS = METRIC_KEYS
@@ -202,10 +208,30 @@ class MetricPoint(Base):
         d: dict[str, Any] = {f: getattr(self, f) for f in self.FIELDS}
         if self.extra:
             d.update(self.extra)
+        d["attempt"] = self.attempt if self.attempt is not None else 1
         return d
 
     def __repr__(self) -> str:
         return f"MetricPoint(trial_id={self.trial_id!r}, step={self.step})"
+
+
+class SupersededPoint(Base):
+    """A step an earlier attempt of a trial reported and a later attempt reported again (a retry
+    resumed from an older checkpoint, or restarted from step 0): moved out of the curve, kept
+    here as it was (``MetricPoint.to_dict()``), so each attempt's steps stay apart and the curve
+    (``sweepd_metric_points``) has every step once."""
+
+    __tablename__ = "sweepd_superseded_points"
+
+    trial_id: Mapped[str] = mapped_column(
+        ForeignKey("sweepd_trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    point: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    def __repr__(self) -> str:
+        return f"SupersededPoint(trial_id={self.trial_id!r}, attempt={self.attempt}, step={self.step})"
 
 
 class Event(Base):
@@ -242,6 +268,9 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # read < write < admin (each implies the ones before it); see sweepd/store/tokens.py
+    scope: Mapped[str] = mapped_column(String(16), default="write", server_default="write")
+    expires_at: Mapped[datetime | None]  # None: never expires
 
     def __repr__(self) -> str:
-        return f"ApiToken(id={self.id}, name={self.name!r}, revoked={self.revoked})"
+        return f"ApiToken(id={self.id}, name={self.name!r}, scope={self.scope!r}, revoked={self.revoked})"

@@ -82,14 +82,16 @@ def create_sweep(
     id: str | None = None,
     optuna_study_name: str | None = None,
     fingerprint: str | None = None,
+    state: str | SweepState = SweepState.queued,
 ) -> Sweep:
-    """A new sweep in state ``queued``. Its Optuna study name defaults to ``sweepd-<id>``;
-    ``fingerprint``: see sweepd/engine/fingerprint.py."""
+    """A new sweep in state ``queued`` (or ``state``: ``validating`` while the API's data
+    preflight runs). Its Optuna study name defaults to ``sweepd-<id>``; ``fingerprint``: see
+    sweepd/engine/fingerprint.py."""
     sweep_id = id or new_id()
     sweep = Sweep(
         id=sweep_id,
         name=name,
-        state=SweepState.queued.value,
+        state=_sweep_state(state),
         spec=dict(spec),
         ledger={},
         optuna_study_name=optuna_study_name or f"sweepd-{sweep_id}",
@@ -328,15 +330,25 @@ from sweepd.store.metric_points import (  # noqa: E402,F401
     METRIC_BATCH_SIZE,
     add_metric_points,
     count_metric_points,
+    delete_metric_points,
     read_metrics,
+    read_superseded,
 )
 from sweepd.store.tokens import (  # noqa: E402,F401
+    DEFAULT_SCOPE,
+    SCOPES,
     TOKEN_PREFIX,
     TOKEN_TOUCH_EVERY,
     create_token,
+    find_token,
+    get_token,
     hash_token,
     list_tokens,
+    parse_duration,
     revoke_token,
+    scope_allows,
+    token_problem,
+    token_state,
     touch_token,
     verify_token,
 )

@@ -65,12 +65,22 @@ def start(data_root: Path) -> Iterator[Api]:
 
 
 
+def preflighted(api: Api, sweep_id: str, timeout: float = 60) -> dict[str, Any]:
+    """The sweep (GET) once its data preflight (api/preflight.py), if one was started, has ended."""
+    future = api.app.state.preflight.futures.get(sweep_id)
+    if future is not None:
+        future.result(timeout=timeout)
+    return api.get(f"{API}/sweeps/{sweep_id}").json()
+
+
 # ---- writing straight into the store ------------------------------------------------------
 
 
 def make_sweep(sessions: sessionmaker[Session], data: Path, *, state: str = "queued", **spec_changes: Any) -> str:
     spec = parse_spec(spec_dict(data, **spec_changes), data_roots=[data], capacity=Capacity.unlimited())
     with session_scope(sessions) as s:
+        if state == "validating":  # as POST /sweeps leaves it while the data preflight runs
+            return repo.create_sweep(s, name=spec.name, spec=spec.to_stored(), state=state).id
         sweep = repo.create_sweep(s, name=spec.name, spec=spec.to_stored())
         if state != "queued":
             if state != "running":
@@ -82,7 +92,8 @@ def make_sweep(sessions: sessionmaker[Session], data: Path, *, state: str = "que
 def curve(n: int, *, batch: int = 8, start: int = 0, loss0: float = 3.0, grad0: float = 2.0) -> list[dict[str, Any]]:
     return [
         {"step": start + k, "samples": (start + k + 1) * batch, "tokens": (start + k + 1) * batch * 20,
-         "loss": loss0 * math.exp(-k / 50), "grad_norm": grad0 / (1 + k / 20), "lr": 1e-4, "seconds": 0.01 * (k + 1)}
+         "loss": loss0 * math.exp(-k / 50), "grad_norm": grad0 / (1 + k / 20), "lr": 1e-4, "seconds": 0.01 * (k + 1),
+         "tokens_per_second": 16000.0 / (1 + k % 2 * 9), "mfu": 0.25, "peak_memory_gb": 1.5}
         for k in range(n)
     ]  # fmt: skip
 

@@ -30,7 +30,10 @@ def test_metrics_are_downsampled_to_max_points(api: Api, seeded: Seeded):
     tid = seeded.trial_ids[0]  # 300 points, steps 0..299
     full = api.get(f"{API}/trials/{tid}/metrics").json()
     assert full["trial_id"] == tid and len(full["points"]) == 300
-    assert set(full["points"][0]) == {"step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds"}
+    assert set(full["points"][0]) == {"step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds",
+                                      "tokens_per_second", "mfu", "peak_memory_gb", "attempt"}
+    assert {p["attempt"] for p in full["points"]} == {1}  # never retried
+    assert (full["points"][5]["tokens_per_second"], full["points"][5]["mfu"]) == (1600.0, 0.25)
     for m in (2, 7, 50, 299):
         pts = api.get(f"{API}/trials/{tid}/metrics", params={"max_points": m}).json()["points"]
         steps = [p["step"] for p in pts]
@@ -38,7 +41,8 @@ def test_metrics_are_downsampled_to_max_points(api: Api, seeded: Seeded):
     assert len(api.get(f"{API}/trials/{tid}/metrics", params={"max_points": 5000}).json()["points"]) == 300
 
 
-COLUMNS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds")
+COLUMNS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "seconds", "tokens_per_second", "mfu",
+           "peak_memory_gb")
 
 
 def rows_of(t: dict) -> list[dict]:
@@ -60,6 +64,7 @@ def test_curves_return_every_trial_downsampled_like_the_metrics_route(api: Api, 
             # columnar: one list per field, not one object per point
             assert set(t) == {"id", "number", "state", "stopped_at", "reason", *COLUMNS}
             want = api.get(f"{API}/trials/{t['id']}/metrics", params={"max_points": m}).json()["points"]
+            want = [{k: v for k, v in p.items() if k != "attempt"} for p in want]  # the route's own label
             assert rows_of(t) == want, (m, t["number"])
             assert len(t["step"]) <= m
         stopped = trials[3]

@@ -3,9 +3,11 @@
 
 The route table is generated from the served app's routes (the API plus the dashboard, as
 `sweepd serve` builds it), so a new route cannot escape these checks: a route that depends on
-``require_writer`` is a write, one that depends on ``require_reader`` is a read, and every other
-route must be listed in ``PUBLIC`` on purpose (with a URL that must answer 200 without a token).
-A route that fits none of these, or both, fails ``test_the_route_table_classifies_every_route``.
+``require_writer`` is a write, one that depends on ``require_reader`` is a read, one that depends
+on ``require_admin`` is an admin route (the token routes), and every other route must be listed
+in ``PUBLIC`` on purpose (with a URL that must answer 200 without a token). A route that fits
+none of these, or several, fails ``test_the_route_table_classifies_every_route``. Scopes: a read
+token is a 403 on every write and admin route, a write token on every admin route.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.dashboard import router as dashboard_router
-from api.deps import require_reader, require_writer
+from api.deps import require_admin, require_reader, require_writer
 from sweepd.settings import Settings, get_settings
 from sweepd.store import repo, session_scope
 from tests.api.factories import API, Api, Seeded, make_sweep, seed, spec_dict, start
@@ -69,7 +72,7 @@ KNOWN_TOKEN_ROUTES = {
 class Route:
     method: str
     path: str  # as the app declares it, e.g. /api/v1/sweeps/{sweep_id}
-    auth: str  # "write" (always a token), "read" (a token unless SWEEPD_PUBLIC_READ) or "public"
+    auth: str  # "write" (always a token), "read" (a token unless SWEEPD_PUBLIC_READ), "admin" or "public"
     status_code: int  # on success
 
     @property
@@ -103,15 +106,17 @@ def classify(app: FastAPI) -> tuple[list[Route], list[str]]:
         calls = set(_dependency_calls(getattr(route, "dependant", None)))
         needs = {"write"} if require_writer in calls else set()
         needs |= {"read"} if require_reader in calls else set()
+        needs |= {"admin"} if require_admin in calls else set()
         for method in sorted(methods - {"HEAD"} if "GET" in methods else methods):
             public = (method, path) in PUBLIC
             if public and needs:
                 problems.append(f"{method} {path}: listed in PUBLIC but depends on require_{needs.pop()}")
             elif len(needs) > 1:
-                problems.append(f"{method} {path}: depends on both require_reader and require_writer")
+                problems.append(f"{method} {path}: depends on several of require_reader, require_writer, "
+                                f"require_admin ({sorted(needs)})")
             elif not public and not needs:
-                problems.append(f"{method} {path}: needs no token (no require_reader/require_writer "
-                                "dependency) and is not listed in PUBLIC")
+                problems.append(f"{method} {path}: needs no token (no require_reader/require_writer/"
+                                "require_admin dependency) and is not listed in PUBLIC")
             else:
                 auth = "public" if public else next(iter(needs))
                 table.append(Route(method, path, auth, getattr(route, "status_code", None) or 200))
@@ -128,19 +133,41 @@ def _route_table() -> tuple[list[Route], list[str]]:
 
 TABLE, UNCLASSIFIED = _route_table()
 ROUTES = [r for r in TABLE if r.auth != "public"]  # every route that needs a token
-READS = [r for r in ROUTES if not r.writes]
+READS = [r for r in ROUTES if r.auth == "read"]
 WRITES = [r for r in ROUTES if r.writes]
+ADMIN = [r for r in ROUTES if r.auth == "admin"]
+TOKEN_NAME = "to-revoke"  # the {name} of DELETE /tokens/{name}; admin_auth() creates it
 
 
-def url(path: str, seeded: Seeded, *, sweep: str | None = None, trial: str | None = None) -> str:
+def url(path: str, seeded: Seeded, *, sweep: str | None = None, trial: str | None = None,
+        name: str | None = None) -> str:
     """``path`` with its ids filled in (a new placeholder is a KeyError here: teach it its id)."""
-    return path.format(sweep_id=sweep or seeded.sweep_id, trial_id=trial or seeded.trial_ids[0])
+    return path.format(sweep_id=sweep or seeded.sweep_id, trial_id=trial or seeded.trial_ids[0],
+                       name=name or TOKEN_NAME)
+
+
+def admin_auth(api: Api) -> dict[str, str]:
+    """Headers with an admin token (made once per app, with the token ``TOKEN_NAME`` to revoke)."""
+    token = getattr(api, "admin_token", None)
+    if token is None:
+        with session_scope(api.sessions) as s:
+            _, token = repo.create_token(s, "route-admin", scope="admin")
+            repo.create_token(s, TOKEN_NAME, scope="read")
+        api.admin_token = token  # type: ignore[attr-defined]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def auth_for(api: Api, route: Route) -> dict[str, str]:
+    """A token the route accepts: the admin token on admin routes, else the write token."""
+    return admin_auth(api) if route.auth == "admin" else api.auth
 
 
 def call(api: Api, method: str, path: str, headers: dict[str, str] | None = None, **kw):
     if method == "POST" and path.endswith("/sweeps") and "content" not in kw:
         kw = {"content": json.dumps(spec_dict(api.data)), **kw}
         headers = {"Content-Type": "application/json", **(headers or {})}
+    if method == "POST" and path.endswith("/tokens") and "content" not in kw:
+        kw = {"json": {"name": f"made-{uuid.uuid4().hex[:8]}", "scope": "read"}, **kw}
     if method == "POST" and path.endswith("/extend") and "content" not in kw:
         kw = {"json": {"trials": 2}, **kw}
     return api.client.request(method, path, headers=headers or {}, **kw)
@@ -153,11 +180,13 @@ def shape(path: str) -> str:
 
 def test_the_route_table_classifies_every_route(api: Api):
     assert not UNCLASSIFIED, (
-        "routes the table cannot classify: give each a require_reader/require_writer dependency "
-        "(api/deps.py ReaderDep/WriterDep), or add it to PUBLIC on purpose:\n  " + "\n  ".join(UNCLASSIFIED))
+        "routes the table cannot classify: give each a require_reader/require_writer/require_admin dependency "
+        "(api/deps.py ReaderDep/WriterDep/AdminDep), or add it to PUBLIC on purpose:\n  " + "\n  ".join(UNCLASSIFIED))
     assert KNOWN_TOKEN_ROUTES <= {(r.method, r.path) for r in ROUTES}
     assert {(r.method, r.path) for r in WRITES} == {("POST", f"{API}/sweeps"), ("POST", f"{API}/sweeps/{{sweep_id}}/cancel"),
                                                     ("POST", f"{API}/sweeps/{{sweep_id}}/extend")}
+    assert {(r.method, r.path) for r in ADMIN} == {("GET", f"{API}/tokens"), ("POST", f"{API}/tokens"),
+                                                   ("DELETE", f"{API}/tokens/{{name}}")}
     stale = set(PUBLIC) - {(r.method, r.path) for r in TABLE if r.auth == "public"}
     assert not stale, f"PUBLIC lists routes the app no longer has: {sorted(stale)}"
     # the app under test (the API without the dashboard) has exactly the table's token routes
@@ -171,7 +200,7 @@ def test_every_route_succeeds(api: Api, seeded: Seeded):
     finished = make_sweep(api.sessions, api.data, state="succeeded")  # what extend takes
     for route in ROUTES:
         sweep = finished if route.path.endswith("/extend") else None
-        r = call(api, route.method, url(route.path, seeded, sweep=sweep), headers=api.auth)
+        r = call(api, route.method, url(route.path, seeded, sweep=sweep), headers=auth_for(api, route))
         assert r.status_code == route.status_code, (route, r.text)
         assert r.headers["content-type"].startswith("application/json"), route
     # the status codes the table read from the routes are the API's documented ones
@@ -179,6 +208,22 @@ def test_every_route_succeeds(api: Api, seeded: Seeded):
         ("POST", f"{API}/sweeps"): 201, ("POST", f"{API}/sweeps/{{sweep_id}}/cancel"): 202,
         ("POST", f"{API}/sweeps/{{sweep_id}}/extend"): 202}
     assert {r.status_code for r in READS} == {200}
+    assert {(r.method, r.path): r.status_code for r in ADMIN} == {
+        ("GET", f"{API}/tokens"): 200, ("POST", f"{API}/tokens"): 201, ("DELETE", f"{API}/tokens/{{name}}"): 200}
+
+
+def test_a_token_below_the_routes_scope_is_403_naming_the_scope(api: Api, seeded: Seeded):
+    with session_scope(api.sessions) as s:
+        _, read = repo.create_token(s, "route-reader", scope="read")
+    for route in READS:  # a read token reads
+        r = call(api, route.method, url(route.path, seeded), headers={"Authorization": f"Bearer {read}"})
+        assert r.status_code == 200, (route, r.text)
+    for scope, token, refused in (("read", read, WRITES + ADMIN), ("write", api.token, ADMIN)):
+        for route in refused:
+            r = call(api, route.method, url(route.path, seeded), headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 403, (scope, route, r.text)
+            assert f"needs a token with scope {route.auth!r}" in r.json()["detail"], (route, r.text)
+            assert f"has scope {scope!r}" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("header", [None, "Bearer swd_not-a-real-token", "Basic dXNlcjpwYXNz", "Bearer", "swd_x"])
@@ -202,15 +247,16 @@ def test_a_revoked_token_is_refused(api: Api, seeded: Seeded):
 
 def test_unknown_ids_are_404_naming_the_id(api: Api, seeded: Seeded):
     with_ids = [r for r in ROUTES if "{" in r.path]
-    assert len(with_ids) >= 9 and all("{sweep_id}" in r.path or "{trial_id}" in r.path for r in with_ids)
+    assert len(with_ids) >= 9 and all(any(p in r.path for p in ("{sweep_id}", "{trial_id}", "{name}")) for r in with_ids)
     for route in with_ids:
-        r = call(api, route.method, url(route.path, seeded, sweep="nope123", trial="nope123-0001"), headers=api.auth)
+        r = call(api, route.method, url(route.path, seeded, sweep="nope123", trial="nope123-0001", name="nope123"),
+                 headers=auth_for(api, route))
         assert r.status_code == 404, (route, r.text)
         assert "nope123" in r.json()["detail"], route
     # ids that cannot exist (too long for the store, NUL, non-printable) are 404 or 422, never 5xx
     for odd in ["x" * 150, "a%00b", "%E2%80%8B", "..", "%20"]:
         for route in with_ids:
-            r = call(api, route.method, url(route.path, seeded, sweep=odd, trial=odd), headers=api.auth)
+            r = call(api, route.method, url(route.path, seeded, sweep=odd, trial=odd, name=odd), headers=auth_for(api, route))
             assert r.status_code in (404, 422), (route, odd, r.status_code)
 
 
@@ -238,6 +284,11 @@ BAD = [
     ("GET", f"{API}/trials/{{trial_id}}/metrics?max_points=1", {}, "max_points"),
     ("GET", f"{API}/trials/{{trial_id}}/metrics?max_points=10001", {}, "max_points"),
     ("GET", f"{API}/trials/{{trial_id}}/metrics?max_points=many", {}, "max_points"),
+    ("GET", f"{API}/tokens?state=bogus", {}, "state"),
+    ("POST", f"{API}/tokens", {"content": b'{"name": "no spaces please"}'}, "name"),
+    ("POST", f"{API}/tokens", {"content": b'{"name": "ok", "expires_in": "3 days"}'}, "expires_in"),
+    ("POST", f"{API}/tokens", {"content": b'{"name": "ok", "scope": "root"}'}, "scope"),
+    ("DELETE", f"{API}/tokens/" + "x" * 201, {}, "name"),
 ]
 
 
@@ -246,7 +297,8 @@ def test_bad_parameters_are_422_naming_the_field(api: Api, seeded: Seeded):
     uncovered = [(r.method, r.path) for r in ROUTES if (r.method, shape(r.path)) not in covered]
     assert not uncovered, f"every route has at least one 422 case in BAD; these have none: {uncovered}"
     for method, path, kw, field in BAD:
-        headers = {**api.auth, "Content-Type": "application/json"} if method == "POST" else api.auth
+        auth = admin_auth(api) if path.startswith(f"{API}/tokens") else api.auth
+        headers = {**auth, "Content-Type": "application/json"} if method == "POST" else auth
         r = api.client.request(method, url(path, seeded), headers=headers, **kw)
         assert r.status_code == 422, (method, path, r.text)
         detail = r.json()["detail"]
@@ -275,7 +327,7 @@ def test_public_read_mode(api_env: Path, monkeypatch: pytest.MonkeyPatch):
             assert r.status_code == 200, (route, r.text)
             bad = api.client.get(url(route.path, seeded), headers={"Authorization": "Bearer swd_wrong"})
             assert bad.status_code == 401, route  # a token that is sent must be valid
-        for route in WRITES:
+        for route in WRITES + ADMIN:
             r = call(api, route.method, url(route.path, seeded))
             assert r.status_code == 401, (route, r.text)
         assert call(api, "POST", url(f"{API}/sweeps/{{sweep_id}}/cancel", seeded), headers=api.auth).status_code == 202
@@ -293,6 +345,8 @@ def test_openapi_documents_every_route_and_its_errors(api: Api):
         assert {"401", "422"} <= codes, (route, codes)
         if "{" in route.path:
             assert "404" in codes, route
+        if route.auth in ("write", "admin"):  # a token of a lower scope
+            assert "403" in codes, route
         assert op["security"] == [{"HTTPBearer": []}]
     post = schema["paths"][f"{API}/sweeps"]["post"]
     assert {"413", "415"} <= set(post["responses"])

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 MAX_EXAMPLES = 25
 SWEEP_ID = "stseed000001"
-KNOWN = {"sweep_id": SWEEP_ID, "trial_id": f"{SWEEP_ID}-0000"}
+KNOWN = {"sweep_id": SWEEP_ID, "trial_id": f"{SWEEP_ID}-0000", "name": "to-revoke"}
 
 # Module level, because @schema.parametrize() needs the schema at collection time (and
 # schemathesis.pytest.from_fixture does not work with pytest 9). Starting the app migrates a
@@ -50,7 +50,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 def token() -> Iterator[str]:
     spec = json.loads(parse_spec(spec_dict(_DATA), data_roots=[_DATA], capacity=Capacity.unlimited()).model_dump_json())
     with session_scope(APP.state.sessionmaker) as s:
-        _, plaintext = repo.create_token(s, "schemathesis")
+        _, plaintext = repo.create_token(s, "schemathesis", scope="admin")  # every route, tokens included
+        repo.create_token(s, KNOWN["name"], scope="read")  # what DELETE /tokens/{name} revokes
         repo.create_sweep(s, name="seeded", spec=spec, id=SWEEP_ID)
         repo.set_sweep_state(s, SWEEP_ID, "running")
         for n, state in enumerate(["completed", "stopped", "running"]):

@@ -12,7 +12,7 @@ from sqlalchemy import event
 from sweepd.settings import get_settings
 from sweepd.spec import SweepSpec
 from sweepd.store import repo, session_scope
-from tests.api.factories import API, Api, add_trial, make_sweep, spec_dict, start
+from tests.api.factories import API, Api, add_trial, make_sweep, preflighted, spec_dict, start
 
 JSON = {"Content-Type": "application/json"}
 YAML = {"Content-Type": "application/yaml"}
@@ -29,14 +29,15 @@ def locs(r) -> list[list]:
 # ---- submitting -------------------------------------------------------------------------------
 
 
-def test_post_json_creates_a_queued_sweep(api: Api):
+def test_post_json_creates_a_sweep_that_is_queued_once_its_data_is_validated(api: Api):
     r = post_spec(api, json.dumps(spec_dict(api.data)))
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["state"] == "queued" and body["name"] == "api-test"
+    assert body["state"] == "validating" and body["name"] == "api-test"  # new data: not cached
+    assert preflighted(api, body["id"])["state"] == "queued"
     assert body["objective"] == {"metric": "eval_loss", "mode": "min"}
     assert body["progress"] == {"planned": 4, "pending": 0, "running": 0, "completed": 0, "stopped": 0,
-                                "failed": 0, "diverged": 0, "finished": 0}
+                                "failed": 0, "diverged": 0, "oom": 0, "finished": 0}
     assert body["best"] is None and body["ledger"] == {}
     assert r.headers["location"] == f"{API}/sweeps/{body['id']}"
     with api.sessions() as s:
@@ -242,7 +243,7 @@ def test_detail_has_progress_best_ledger_and_spec(api: Api):
     d = api.get(f"{API}/sweeps/{sid}").json()
     assert d["state"] == "running" and d["started_at"] is not None and d["finished_at"] is None
     assert d["progress"] == {"planned": 4, "pending": 1, "running": 0, "completed": 3, "stopped": 0,
-                             "failed": 0, "diverged": 1, "finished": 4}
+                             "failed": 0, "diverged": 1, "oom": 0, "finished": 4}
     assert d["best"]["number"] == 1 and d["best"]["objective"] == 1.0
     assert d["best"]["config"]["effective_batch_size"] == 8
     assert d["spec"]["name"] == "api-test"

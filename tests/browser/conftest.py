@@ -37,10 +37,11 @@ class Seeded:
 @dataclass
 class Env:
     url: str  # the app with SWEEPD_PUBLIC_READ off: every read needs a token
-    token: str
+    token: str  # scope write (the dashboard keeps it in sessionStorage only)
     sessionmaker: Any
     seeded: Seeded
     public_url: str = ""
+    read_token: str = ""  # scope read (the one the dashboard keeps in localStorage)
 
 
 def _seed(Session: Any) -> Seeded:
@@ -154,11 +155,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     seeded = _seed(Session)
     with session_scope(Session) as s:
         _, token = repo.create_token(s, "browser-tests")
+        _, read_token = repo.create_token(s, "browser-reader", scope="read")
 
     private = LiveServer(create_app(settings, extra_routers=[router])).start()
     public = LiveServer(create_app(settings.model_copy(update={"public_read": True}), extra_routers=[router])).start()
     try:
-        yield Env(url=private.url, token=token, sessionmaker=Session, seeded=seeded, public_url=public.url)
+        yield Env(url=private.url, token=token, sessionmaker=Session, seeded=seeded, public_url=public.url,
+                  read_token=read_token)
     finally:
         private.stop()
         public.stop()

@@ -270,11 +270,11 @@ def test_no_token_sees_the_login_and_a_token_gets_in(anon_page, env: Env) -> Non
     page.get_by_test_id("login-submit").click()
     expect(login).to_contain_text("did not accept")
 
-    page.get_by_test_id("login-token").fill(env.token)
+    page.get_by_test_id("login-token").fill(env.read_token)  # a read token is kept across visits
     page.get_by_test_id("login-submit").click()
     expect(login).to_be_hidden()
     expect(page.get_by_test_id("sweep-row").first).to_be_visible()
-    assert page.evaluate("localStorage.getItem('sweepd.token')") == env.token
+    assert page.evaluate("localStorage.getItem('sweepd.token')") == env.read_token
 
     # The token is kept: the sweep page loads directly.
     page.goto(f"/sweeps/{env.seeded.running}")

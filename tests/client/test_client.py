@@ -180,12 +180,21 @@ def test_other_routes():
 
 
 def test_wait_polls_until_terminal_and_reports_each_poll():
-    states = iter(["queued", "running", "running", "succeeded"])
+    states = iter(["validating", "queued", "running", "running", "succeeded"])
     c, sleeps = make(lambda r: httpx.Response(200, json={**SWEEP, "state": next(states)}))
     seen = []
     final = c.wait("s1", poll=0.5, on_update=lambda s: seen.append(s["state"]))
     assert final["state"] == "succeeded"
-    assert seen == ["queued", "running", "running", "succeeded"] and sleeps == [0.5] * 3
+    assert seen == ["validating", "queued", "running", "running", "succeeded"] and sleeps == [0.5] * 4
+
+
+def test_wait_ends_when_the_data_preflight_fails_the_sweep():
+    states = iter(["validating", "validating", "failed"])
+    c, sleeps = make(lambda r: httpx.Response(200, json={**SWEEP, "state": next(states),
+                                                         "error": "/data/train.jsonl:2: not valid JSON"}))
+    final = c.wait("s1", poll=0.5)
+    assert final["state"] == "failed" and final["error"] == "/data/train.jsonl:2: not valid JSON"
+    assert sleeps == [0.5] * 2
 
 
 def test_wait_timeout():

@@ -113,6 +113,37 @@ def test_exit_1_failed(server, controller, tmp_path):
     assert not base.exists() and "not written" in run.stderr
 
 
+def test_exit_1_when_the_data_preflight_finds_a_bad_line(server, controller, tmp_path):
+    bad = server.home / "data" / "bad-train.jsonl"
+    bad.write_text(server.train.read_text().splitlines()[0] + "\n{oops\n")
+    spec = tmp_path / "baddata.yaml"
+    spec.write_text(server.spec("baddata", data={"train": [{"path": str(bad)}], "eval": [{"path": str(server.eval)}]}))
+    summary = tmp_path / "summary.md"
+    run = sweepd(server, "submit", str(spec), "--server", server.url, "--token", server.token, "--wait",
+                 "--poll", "0.1", "--summary", str(summary))
+    assert run.code == 1, run.stderr
+    sweep_id = run.stdout.strip()  # the sweep exists: the preflight ran after POST answered
+    assert run.reason.startswith(f"sweep {sweep_id} (baddata) failed: {bad}:2: not valid JSON"), run.stderr
+    assert "Traceback" not in run.stderr and "error: " not in run.stderr
+    assert f"{bad}:2: not valid JSON" in summary.read_text()
+    status = sweepd(server, "status", sweep_id, "--server", server.url, "--token", server.token)
+    assert status.code == 0 and f"sweep {sweep_id} (baddata): failed" in status.stdout
+    assert f"error: {bad}:2: not valid JSON" in status.stdout
+    with SweepdClient(server.url, server.token) as c:
+        assert c.trials(sweep_id) == []
+
+
+def test_status_says_validating_data(server, tmp_path):
+    from sweepd.store import repo
+    from sweepd.store.db import session_scope
+
+    with session_scope(server.engine) as s:  # as POST /sweeps leaves it while the preflight runs
+        sweep_id = repo.create_sweep(s, name="checking", spec={}, state="validating").id
+    run = sweepd(server, "status", sweep_id, "--server", server.url, "--token", server.token)
+    assert run.code == 0, run.stderr
+    assert run.stdout.splitlines()[0] == f"sweep {sweep_id} (checking): validating data"
+
+
 def test_exit_1_cancelled_and_sweepd_cancel(server, controller, tmp_path):
     controller.scripts["stopme"] = Script([Trial("completed", 1.0)] * 3, wait_cancel=True)
     spec = tmp_path / "stopme.yaml"
@@ -193,7 +224,7 @@ def test_exit_3_bad_or_missing_token(server, controller, tmp_path, token):
     assert run.code == 3, run.stderr
     assert run.stderr.count("\n") == 1 and run.reason.startswith("error: ")
     assert "(401 from" in run.reason
-    assert ("invalid or revoked" in run.reason) if token else ("needs an API token" in run.reason)
+    assert ("invalid API token" in run.reason) if token else ("needs an API token" in run.reason)
 
 
 def test_exit_3_unreachable_server(server, tmp_path):
@@ -242,7 +273,8 @@ def test_client_retries_until_a_late_server_is_up(server, tmp_path):
     with SweepdClient(server.url, server.token) as c:
         queued = c.submit(spec)
         first = c.list_sweeps(limit=1)
-    assert queued["state"] == "queued" and first["items"][0]["id"] == queued["id"]
+    # validating while a cold data preflight runs (queued at once when it is cached)
+    assert queued["state"] in ("validating", "queued") and first["items"][0]["id"] == queued["id"]
 
     port = free_port()
     late = ThreadedServer(create_app(get_settings()), port=port)

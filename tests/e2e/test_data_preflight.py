@@ -1,6 +1,7 @@
 """Issue 14's scenario: the built-in data with data.max_seq_len 256, where line 39 tokenises to
 290 tokens. With `overlong: error` the sweep is refused before any trial; with the default
-(`drop`) it runs and says how many samples it dropped."""
+(`drop`) it runs and says how many samples it dropped. Through `sweepd serve`, a server killed
+during a sweep's data preflight validates it again when it starts."""
 
 import json
 import sqlite3
@@ -59,3 +60,54 @@ def test_default_policy_drops_over_long_samples_and_says_so(sweep_env, tmp_path)
         [(message, payload)] = conn.execute("SELECT message, payload FROM sweepd_events WHERE kind = 'data'").fetchall()
     assert f"{totals['dropped_overlong']:,} over-long dropped" in message
     assert json.loads(payload)["totals"] == totals
+
+
+def test_serve_killed_mid_preflight_validates_the_sweep_again_after_restart(sweep_env, tmp_path):
+    """POST /sweeps answers `validating` at once on a large file; SIGKILL the server during the
+    preflight, start it again: the sweep is validated again, then queued and started."""
+    import os
+    import signal
+    import time
+
+    import httpx
+
+    from tests.e2e.test_service_crash import free_port, start_serve
+
+    env, data = sweep_env
+    lines = (data / "train.jsonl").read_text().splitlines(keepends=True)
+    big = data / "big.jsonl"
+    big.write_text("".join(lines[i % len(lines)] for i in range(40_000)))
+    spec = demo_spec(data, tmp_path / "big.yaml", **SMALL, data={"train": [{"path": str(big)}]}).read_text()
+    token = sweepd("token", "create", "preflight-crash", env=env, timeout=120).stdout.strip().splitlines()[-1]
+    port = free_port()
+    api, headers = f"http://127.0.0.1:{port}/api/v1", {"Authorization": f"Bearer {token}"}
+    log = open(tmp_path / "serve.log", "ab")
+
+    first = start_serve(env, port, log)
+    r = httpx.post(f"{api}/sweeps", content=spec, headers={**headers, "Content-Type": "application/yaml"}, timeout=60)
+    assert r.status_code == 201 and r.json()["state"] == "validating", r.text
+    assert r.elapsed.total_seconds() < 30  # the preflight of 40,000 samples is not in the request
+    sweep_id = r.json()["id"]
+    time.sleep(2)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    with db(env) as conn:
+        assert conn.execute("SELECT state FROM sweepd_sweeps WHERE id = ?", (sweep_id,)).fetchone()[0] == "validating"
+    assert _trial_rows(env) == 0
+
+    second = start_serve(env, port, log)
+    try:
+        deadline = time.monotonic() + 600
+        while (state := httpx.get(f"{api}/sweeps/{sweep_id}", headers=headers, timeout=10).json()["state"]) == "validating":
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+        assert state in ("queued", "running"), state
+        messages = [e["message"] for e in httpx.get(f"{api}/sweeps/{sweep_id}/events", headers=headers,
+                                                    timeout=10).json()["items"]]
+        assert "server restarted during the data preflight; validating again" in messages
+        assert any(m.startswith("data preflight: ") and "train samples" in m for m in messages), messages
+        assert httpx.post(f"{api}/sweeps/{sweep_id}/cancel", headers=headers, timeout=10).status_code == 202
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+        log.close()

@@ -151,7 +151,7 @@ def test_the_trainable_reports_a_trainer_error_as_a_failed_final_result(monkeypa
     reported: list[dict] = []
     monkeypatch.setattr(trainable.tune, "report", reported.append)
 
-    def fail(cfg, reporter):
+    def fail(cfg, reporter, **_checkpoints):
         reporter.step({"step": 1, "samples": 8, "loss": 2.0})
         raise error
 
@@ -165,7 +165,7 @@ def test_the_trainable_lets_other_crashes_raise(monkeypatch):
     import trainer.loop
 
     monkeypatch.setattr(trainable.tune, "report", lambda m: None)
-    monkeypatch.setattr(trainer.loop, "run_trial", lambda cfg, rep: (_ for _ in ()).throw(RuntimeError("oom")))
+    monkeypatch.setattr(trainer.loop, "run_trial", lambda cfg, rep, **_: (_ for _ in ()).throw(RuntimeError("oom")))
     doc = load_spec(REPO / "examples" / "demo.yaml", check_paths=False).to_stored()
     with pytest.raises(RuntimeError, match="oom"):
         trainable.run_trial_in_tune({"learning_rate": 1e-3}, spec_doc=doc, db_url="sqlite://", sweep_id="x")

@@ -91,6 +91,11 @@ def test_main_refuses_a_missing_sweep_and_leaves_a_finished_one_alone(engine, dr
     assert driver.main(["nope"]) == 2 and "no sweep 'nope'" in capsys.readouterr().err
     done = stored_sweep(engine, "succeeded")
     assert driver.main([done]) == 0 and "nothing to do" in capsys.readouterr().err
+    validating = stored_sweep(engine, "validating")  # the API's data preflight still runs
+    assert driver.main([validating]) == 0 and "still validating its data" in capsys.readouterr().err
+    with session_scope(engine) as s:
+        assert repo.get_sweep(s, validating).state == "validating"
+        assert find_resumable(s, {"name": "d"}) is None  # `sweepd run` does not take it over either
 
 
 def test_main_records_why_a_sweep_failed_as_a_whole(engine, driver_env, monkeypatch):

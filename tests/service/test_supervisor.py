@@ -202,3 +202,19 @@ def test_stop_terminates_every_driver_and_kills_one_that_ignores_it(engine, make
     assert procs[stubborn].returncode == -signal.SIGKILL
     with pytest.raises(ProcessLookupError):
         os.kill(procs[stubborn].pid, 0)
+
+
+def test_never_starts_a_sweep_still_validating_its_data(engine, make_supervisor):
+    validating = sweep(engine, "validating", age_minutes=5)  # the oldest: first in line if it counted
+    with session_scope(engine) as s:
+        repo.set_sweep_state(s, validating, "validating")
+    queued = sweep(engine, "queued")
+    sup = make_supervisor(max_sweeps=3, driver_command=SLEEPS)
+    sup.tick()
+    sup.tick()
+    assert set(sup.drivers) == {queued}
+    assert get(engine, validating).state == "validating" and get(engine, validating).controller is None
+    with session_scope(engine) as s:  # the preflight passed: now it is started
+        repo.set_sweep_state(s, validating, "queued", only_from=["validating"])
+    sup.tick()
+    assert set(sup.drivers) == {queued, validating}

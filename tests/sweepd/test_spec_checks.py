@@ -34,6 +34,8 @@ BROKEN = {
     "check_data_paths": ({"data.train.0.path": "../../etc/passwd"}, "data.train[0].path", "outside the data roots"),
     "check_model_path": ({"model.path": "models/empty"}, "model.path", "has no config.json"),
     "check_capacity": ({"resources.gpus_per_worker": 1}, "resources.gpus_per_worker", "the cluster has 0"),
+    "check_fit": ({"resources.gpus_per_worker": 1, "resources.gpu_memory_gb": 1}, "resources",
+                  "more than the 1.0 GiB of resources.gpu_memory_gb"),
 }  # fmt: skip
 
 

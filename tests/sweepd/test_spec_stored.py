@@ -87,7 +87,7 @@ def test_a_trial_rebuilds_the_spec_without_checking_it(root, monkeypatch):
     doc["data"]["train"][0]["path"] = "/on/the/driver/only.jsonl"
     ran = []
     monkeypatch.setattr(model, "run_checks", lambda *a: pytest.fail("the trial checked the spec again"))
-    monkeypatch.setattr("trainer.loop.run_trial", lambda cfg, reporter: ran.append(cfg))
+    monkeypatch.setattr("trainer.loop.run_trial", lambda cfg, reporter, **_checkpoints: ran.append(cfg))
     monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # the test process keeps its threads
     monkeypatch.delenv("DS_ACCELERATOR", raising=False)  # restored afterwards
     trainable.run_trial_in_tune({"learning_rate": 1e-3, "effective_batch_size": 8}, spec_doc=doc,

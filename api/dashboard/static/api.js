@@ -1,26 +1,66 @@
 // Talking to the REST API from the browser, and the token login.
 //
-// The token lives in localStorage and goes out as `Authorization: Bearer …`. When a read comes
-// back 401 the page's login form is shown; a pasted token is stored and the page's load runs again.
+// Two tokens, kept apart so that no token that can write outlives the tab:
+// - reading: none when the server's reads are public; else a read-scoped token, kept in
+//   localStorage ('sweepd.token') across visits. A token that turns out to be able to write
+//   (the server names a token's scope in X-Sweepd-Token-Scope) is never kept there: it moves to
+// - acting (submit, cancel, extend): "Sign in to act" asks for a write token, kept in
+//   sessionStorage ('sweepd.act-token') for this tab's life, until "Sign out". Writes send it;
+//   reads send it only when the server's reads need a token and no read token is stored.
+// When a read comes back 401 the page's login form is shown; a token pasted there is checked
+// against the server, stored where its scope says, and the page's load runs again.
 
 import { setLive } from './ui.js';
 
-const TOKEN_KEY = 'sweepd.token';
+const TOKEN_KEY = 'sweepd.token'; // localStorage: a read-only token
+const ACT_KEY = 'sweepd.act-token'; // sessionStorage: a token that can write, for this tab only
+const SCOPE_HEADER = 'X-Sweepd-Token-Scope';
 const BASE = '/api/v1';
 
-export function getToken() {
-  try { return localStorage.getItem(TOKEN_KEY) || ''; } catch { return ''; }
+function stored(storage, key) {
+  try { return window[storage].getItem(key) || ''; } catch { return ''; }
 }
 
-export function setToken(token) {
-  try { localStorage.setItem(TOKEN_KEY, token); } catch { /* private mode: session only */ }
+function store(storage, key, value) {
+  try {
+    if (value) window[storage].setItem(key, value);
+    else window[storage].removeItem(key);
+  } catch { /* storage disabled: the token lives as long as the page */ }
 }
 
-export function clearToken() {
-  try { localStorage.removeItem(TOKEN_KEY); } catch { /* nothing stored */ }
+export const getToken = () => stored('localStorage', TOKEN_KEY); // the read token
+export const getActToken = () => stored('sessionStorage', ACT_KEY);
+
+// A read token goes to localStorage; anything that can write to this tab's sessionStorage only.
+export function setToken(token, scope = 'read') {
+  if (scope === 'read') {
+    store('localStorage', TOKEN_KEY, token);
+  } else {
+    store('sessionStorage', ACT_KEY, token);
+    if (getToken() === token) store('localStorage', TOKEN_KEY, '');
+  }
 }
 
-export const hasToken = () => getToken() !== '';
+export function clearToken() { store('localStorage', TOKEN_KEY, ''); }
+export function signOut() { store('sessionStorage', ACT_KEY, ''); }
+
+// Whether this tab is signed in to act (the pages show their submit/cancel controls then).
+export const hasToken = () => getActToken() !== '';
+
+let readsNeedToken = false; // set when a read without a token came back 401
+let authChanged = () => {}; // runPage's: redraws the auth control and the page's buttons
+
+function readToken() {
+  return getToken() || (readsNeedToken ? getActToken() : '');
+}
+
+// A write token found in localStorage (stored by an older dashboard) moves to sessionStorage.
+function keepByScope(token, scope) {
+  if (scope && scope !== 'read' && token && token === getToken()) {
+    setToken(token, scope);
+    authChanged();
+  }
+}
 
 export class ApiError extends Error {
   constructor(status, body, url) {
@@ -34,7 +74,8 @@ export class ApiError extends Error {
 // One request; JSON in and out. `body` strings are sent as they are (with `contentType`).
 export async function api(path, { method = 'GET', body, contentType = 'application/json', query } = {}) {
   const headers = { Accept: 'application/json' };
-  const token = getToken();
+  const reading = method === 'GET';
+  const token = reading ? readToken() : (getActToken() || getToken());
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) {
     headers['Content-Type'] = contentType;
@@ -48,11 +89,33 @@ export async function api(path, { method = 'GET', body, contentType = 'applicati
     if (s) url += (url.includes('?') ? '&' : '?') + s;
   }
   const res = await fetch(url, { method, headers, body, cache: 'no-store' });
+  if (reading && res.status === 401 && !token) {
+    readsNeedToken = true; // reads are not public here: the act token (if any) reads too
+    if (getActToken()) return api(path, { method, body, contentType, query });
+  }
+  if (token && res.status === 401 && token === getActToken()) { signOut(); authChanged(); }
+  keepByScope(token, res.headers.get(SCOPE_HEADER));
   const text = await res.text();
   let data = null;
   if (text) { try { data = JSON.parse(text); } catch { data = text; } }
   if (!res.ok) throw new ApiError(res.status, data, url);
   return data;
+}
+
+// Checks a pasted token against the server: {scope} when it is accepted, else {error}.
+async function checkToken(token) {
+  let res;
+  try {
+    res = await fetch(`${BASE}/sweeps?limit=1`, {
+      headers: { Accept: 'application/json', Authorization: `Bearer ${token}` }, cache: 'no-store',
+    });
+  } catch (err) {
+    return { error: `could not reach the server (${err.message || err})` };
+  }
+  if (res.ok) return { scope: res.headers.get(SCOPE_HEADER) || 'write' }; // unknown: keep it out of localStorage
+  let detail = '';
+  try { detail = detailLines(await res.json()).join('; '); } catch { /* not JSON */ }
+  return { error: detail || `HTTP ${res.status}` };
 }
 
 // An API error body as lines a person can read: FastAPI's {"detail": [{loc, msg}]} (field paths
@@ -79,8 +142,13 @@ export function detailLines(body) {
 
 const $ = (id) => document.getElementById(id);
 
-function showLogin(message) {
+let loginMode = 'read'; // 'read': the page needs a token to read; 'act': signing in to act
+
+function showLogin(message, mode = 'read') {
+  loginMode = mode;
+  $('login-title').textContent = mode === 'act' ? 'Sign in to act' : 'Sign in with an API token';
   $('login-why').textContent = message;
+  $('login-cancel').hidden = mode !== 'act';
   $('login').hidden = false;
   $('content').hidden = true;
   $('login-token').focus();
@@ -100,37 +168,41 @@ export function showError(err) {
   box.hidden = false;
 }
 
-function renderAuth(onChange) {
+const ACT_WHY = 'Paste a write token to submit, cancel or extend sweeps. It is kept for this tab only '
+  + '(sessionStorage) and forgotten when you sign out or close the tab.';
+
+function renderAuth() {
   const box = $('auth');
   box.replaceChildren();
+  const button = (text, testid, onClick) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'link';
+    b.textContent = text;
+    b.dataset.testid = testid;
+    b.addEventListener('click', onClick);
+    return b;
+  };
   if (hasToken()) {
     const label = document.createElement('span');
     label.className = 'muted';
-    label.textContent = 'Signed in with a token';
-    const out = document.createElement('button');
-    out.type = 'button';
-    out.className = 'link';
-    out.textContent = 'Forget token';
-    out.dataset.testid = 'logout';
-    out.addEventListener('click', () => { clearToken(); renderAuth(onChange); onChange(); });
-    box.append(label, out);
+    label.textContent = 'Signed in to act (this tab)';
+    label.dataset.testid = 'signed-in';
+    box.append(label, button('Sign out', 'logout', () => { signOut(); authChanged(); }));
   } else {
-    const signIn = document.createElement('button');
-    signIn.type = 'button';
-    signIn.className = 'link';
-    signIn.textContent = 'Sign in with a token';
-    signIn.dataset.testid = 'login-open';
-    signIn.addEventListener('click', () => showLogin('Paste an API token to submit and cancel sweeps.'));
-    box.append(signIn);
+    box.append(button('Sign in to act', 'login-open', () => showLogin(ACT_WHY, 'act')));
+  }
+  if (getToken()) {
+    box.append(button('Forget read token', 'forget-read-token', () => { clearToken(); authChanged(); }));
   }
 }
 
 // Runs the page: `load()` reads the API and draws; a 401 anywhere shows the login form, and a
-// token entered there re-runs `load()`. `onAuthChange()` redraws what depends on having a token.
-// Returns `fail(err)` for errors that happen later (polling).
+// token entered there re-runs `load()`. `onAuthChange()` redraws what depends on being signed
+// in to act. Returns `fail(err)` for errors that happen later (polling).
 export function runPage(load, { onAuthChange = () => {} } = {}) {
-  const changed = () => { onAuthChange(); };
-  renderAuth(changed);
+  authChanged = () => { renderAuth(); onAuthChange(); };
+  renderAuth();
   let running = false;
   const attempt = async () => {
     if (running) return;
@@ -140,23 +212,38 @@ export function runPage(load, { onAuthChange = () => {} } = {}) {
   };
   const fail = (err) => {
     if (err instanceof ApiError && err.status === 401) {
-      showLogin(hasToken()
-        ? 'The server did not accept the stored token. Paste a valid one.'
-        : 'This server needs a token to read sweeps.');
+      const why = detailLines(err.body).join('; ');
+      showLogin(readToken()
+        ? `The server did not accept the stored token (${why}). Paste a valid one.`
+        : 'This server needs a token to read sweeps. Paste a read token '
+          + '(sweepd token create NAME --scope read); it is kept in this browser.');
     } else {
       console.error(err);
       showError(err);
     }
   };
-  $('login-form').addEventListener('submit', (ev) => {
+  $('login-cancel').addEventListener('click', () => { hideLogin(); attempt(); });
+  $('login-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const token = $('login-token').value.trim();
     if (!token) return;
-    setToken(token);
+    const { scope, error } = await checkToken(token);
+    if (error) {
+      $('login-why').textContent = `The server did not accept this token: ${error}`;
+      return;
+    }
+    if (loginMode === 'act' && scope === 'read') {
+      setToken(token, 'read'); // still good for reading
+      $('login-token').value = '';
+      $('login-why').textContent = 'This token can only read (scope read): acting needs a write token '
+        + '(sweepd token create NAME --scope write).';
+      authChanged();
+      return;
+    }
+    setToken(token, scope);
     $('login-token').value = '';
     hideLogin();
-    renderAuth(changed);
-    changed();
+    authChanged();
     attempt();
   });
   attempt();

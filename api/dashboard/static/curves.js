@@ -330,7 +330,7 @@ export async function renderCurves(div, trials, key, {
         label: `trial ${t.number}`,
         stroke: rgba(color, t.state === 'stopped' ? 0.45 : 0.9),
         width: best ? 2.75 : 1.25,
-        dash: t.state === 'diverged' || t.state === 'failed' ? [4, 3] : undefined,
+        dash: t.state === 'diverged' || t.state === 'failed' || t.state === 'oom' ? [4, 3] : undefined,
         points: { show: cols[i][0].length === 1, size: 6, fill: color, stroke: color },
       };
     })];

@@ -44,6 +44,9 @@ function renderHeader() {
     'created ', timeEl(s.created_at),
     s.started_at ? [' · ', TERMINAL_SWEEP.has(s.state) ? 'ran for ' : 'running for ', ran] : null,
     s.finished_at ? [' · finished ', timeEl(s.finished_at)] : null,
+    s.state === 'validating'
+      ? [' · ', h('span', { dataset: { testid: 'validating-note' } }, "reading the data with the model's tokenizer; trials start once it passes")]
+      : null,
     ' · objective ', h('strong', {}, objectiveLabel(s.objective)),
     pruner ? [' · pruner ', h('strong', {}, `${pruner.type}${pruner.signal ? ` on ${pruner.signal}` : ''}`)] : null,
   );
@@ -57,7 +60,7 @@ function renderSummary() {
   const p = S.sweep.progress || {};
   fill($('progress'), progressBar(p), h('p', { class: 'small muted' }, trialCounts(p)));
   const items = [['planned', p.planned], ['pending', p.pending], ['running', p.running], ['completed', p.completed],
-    ['stopped early', p.stopped], ['failed', p.failed], ['diverged', p.diverged]];
+    ['stopped early', p.stopped], ['failed', p.failed], ['diverged', p.diverged], ['out of memory', p.oom]];
   fill($('counts'), ...items.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, fmtInt(v ?? 0)))));
 }
 

@@ -31,7 +31,7 @@ function renderHead() {
     s?.best?.trial_id === t.id ? h('span', { class: 'tag tag-go', style: { marginLeft: '0.5rem' } }, 'best') : null);
   const reason = $('trial-reason');
   reason.hidden = !t.reason;
-  reason.textContent = t.reason ? `Stopped early: ${t.reason}` : '';
+  reason.textContent = !t.reason ? '' : t.state === 'stopped' ? `Stopped early: ${t.reason}` : t.reason;
   const err = $('trial-error');
   err.hidden = !t.error;
   err.textContent = t.error ? `Error: ${t.error}` : '';
@@ -87,6 +87,39 @@ function renderFacts() {
   $('trial-final').textContent = t.metrics_final ? JSON.stringify(t.metrics_final, null, 2) : 'None yet.';
 }
 
+// Median of the non-null values (the points shown: up to MAX_POINTS steps, evenly spread).
+function median(values) {
+  const v = values.filter((x) => x != null && Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+const lastOf = (values) => {
+  for (let i = values.length - 1; i >= 0; i--) if (values[i] != null) return values[i];
+  return null;
+};
+
+// The steps' throughput and memory: latest and median tokens/s and MFU, the peak memory so far.
+function renderThroughput() {
+  const pts = S.points;
+  const col = (k) => pts.map((p) => p[k]);
+  const tps = col('tokens_per_second');
+  const mfu = col('mfu');
+  const mem = col('peak_memory_gb').filter((x) => x != null);
+  const n = tps.filter((x) => x != null).length;
+  const gb = (x) => (x == null ? '—' : `${x.toFixed(x < 10 ? 2 : 1)} GiB`);
+  const pct = (f) => (f == null ? '—' : `${(100 * f).toFixed(1)}%`);
+  const rows = [
+    ['Tokens/s (latest)', fmtInt(lastOf(tps)), 'tps-latest'],
+    [`Tokens/s (median of ${fmtInt(n)} step${n === 1 ? '' : 's'})`, fmtInt(median(tps)), 'tps-median'],
+    ['MFU (latest)', pct(lastOf(mfu)), 'mfu-latest'],
+    ['MFU (median)', pct(median(mfu)), 'mfu-median'],
+    ['Peak memory', gb(mem.length ? Math.max(...mem) : null), 'peak-memory'],
+  ];
+  fill($('trial-throughput'), ...rows.flatMap(([k, v, id]) => [h('dt', {}, k), h('dd', { dataset: { testid: id } }, v)]));
+}
+
 function renderEvents() {
   const ol = $('trial-events');
   if (!S.events.length) { fill(ol, h('li', { class: 'muted' }, 'No events for this trial yet.')); return; }
@@ -140,6 +173,7 @@ async function refresh() {
   S.sweep = sweep;
   renderHead();
   renderFacts();
+  renderThroughput();
   renderEvents();
   await renderCharts();
 }

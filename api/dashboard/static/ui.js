@@ -28,9 +28,11 @@ export function fill(el, ...children) {
 }
 
 export const TERMINAL_SWEEP = new Set(['succeeded', 'failed', 'cancelled']);
-export const TERMINAL_TRIAL = new Set(['completed', 'stopped', 'failed', 'diverged']);
+export const TERMINAL_TRIAL = new Set(['completed', 'stopped', 'failed', 'diverged', 'oom']);
 
-export const badge = (state) => h('span', { class: `badge s-${state}`, dataset: { state } }, state);
+// States that read differently from their value (sweepd/protocol.py SWEEP_STATE_LABELS).
+export const STATE_LABELS = { validating: 'validating data', oom: 'out of memory' };
+export const badge = (state) => h('span', { class: `badge s-${state}`, dataset: { state } }, STATE_LABELS[state] || state);
 
 const intFmt = new Intl.NumberFormat('en-US');
 export const fmtInt = (n) => (n == null ? '—' : intFmt.format(Math.round(n)));
@@ -91,13 +93,13 @@ export function fmtDuration(startIso, endIso) {
   return fmtSeconds(Math.max(0, (end - Date.parse(startIso)) / 1000));
 }
 
-// Stacked progress bar of a sweep's trials: completed, stopped, failed (+diverged), running.
+// Stacked progress bar of a sweep's trials: completed, stopped, failed (+diverged, +oom), running.
 export function progressBar(p) {
   const planned = Math.max(p?.planned || 0, (p?.finished || 0) + (p?.running || 0) + (p?.pending || 0), 1);
   const parts = [
     ['completed', p?.completed || 0],
     ['stopped', p?.stopped || 0],
-    ['failed', (p?.failed || 0) + (p?.diverged || 0)],
+    ['failed', (p?.failed || 0) + (p?.diverged || 0) + (p?.oom || 0)],
     ['running', p?.running || 0],
   ];
   const done = p?.finished ?? (parts[0][1] + parts[1][1] + parts[2][1]);
@@ -114,7 +116,7 @@ export function progressBar(p) {
 
 // "5 done · 2 stopped · 1 running · 0 failed"
 export function trialCounts(p) {
-  const failed = (p?.failed || 0) + (p?.diverged || 0);
+  const failed = (p?.failed || 0) + (p?.diverged || 0) + (p?.oom || 0);
   return `${p?.completed || 0} done · ${p?.stopped || 0} stopped · ${p?.running || 0} running · ${failed} failed`
     + (p?.planned ? ` · of ${fmtInt(p.planned)}` : '');
 }
