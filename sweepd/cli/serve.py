@@ -51,6 +51,13 @@ def serve(
         typer.echo(f"refusing to bind {host}: SWEEPD_PUBLIC_READ=1 turns authentication off for reads; "
                    "bind 127.0.0.1, or unset SWEEPD_PUBLIC_READ", err=True)
         raise typer.Exit(2)
+    if not is_loopback(host) and not settings.data_roots:
+        # the default data roots are the working directory and SWEEPD_HOME: started from / or
+        # $HOME, that is every file the server can read, offered to anyone who can reach it
+        typer.echo(f"refusing to bind {host}: set SWEEPD_DATA_ROOTS to the folders sweeps may read "
+                   "(e.g. /models:/data); the default, the working directory, is for a server on 127.0.0.1",
+                   err=True)
+        raise typer.Exit(2)
     if max_sweeps < 1:
         typer.echo(f"--max-sweeps must be at least 1, got {max_sweeps}", err=True)
         raise typer.Exit(2)

@@ -68,7 +68,14 @@ def main(argv: list[str]) -> int:
         if sweep.state == SweepState.validating.value:  # the API's data preflight decides first
             print(f"sweep {sweep_id} is still validating its data; not started", file=sys.stderr)
             return 0
-        spec = SweepSpec.from_stored(sweep.spec)
+        try:
+            spec = SweepSpec.from_stored(sweep.spec)
+        except Exception as err:  # noqa: BLE001 - a stored spec it cannot read: fail it, never loop
+            # (a restart would fail the same way, holding the sweep slot and recording nothing)
+            log.error("sweep %s: cannot read its stored spec: %s", sweep_id, err)
+            repo.set_sweep_state(s, sweep_id, SweepState.failed, only_from=ACTIVE_SWEEP_STATES,
+                                 error=f"cannot read the sweep's stored spec: {type(err).__name__}: {err}")
+            return 1
     try:
         result = drive(engine, db_url, sweep_id, spec)
     except Exception as err:  # the sweep failed as a whole: record why, for people and the API

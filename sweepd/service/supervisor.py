@@ -79,6 +79,7 @@ class Supervisor:
         self.cancel_grace_seconds, self.stale_after = cancel_grace_seconds, stale_after
         self.drivers: dict[str, DriverProcess] = {}
         self.restarts: dict[str, int] = {}
+        self.failed_starts: dict[str, tuple[int, float]] = {}  # sweep -> (driver errors, when the last was)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -130,6 +131,15 @@ class Supervisor:
             if d.proc.poll() is not None:
                 log.info("driver of sweep %s exited with %s", sweep_id, d.proc.returncode)
                 del self.drivers[sweep_id]
+                if d.proc.returncode != 0:
+                    count, _ = self.failed_starts.get(sweep_id, (0, 0.0))
+                    self.failed_starts[sweep_id] = (count + 1, time.monotonic())
+
+    def _start_backoff(self, sweep_id: str) -> float:
+        """Seconds to wait before starting a queued sweep again whose driver exited with an
+        error: 1, 2, 4 ... up to 60, so a driver that keeps failing does not hog the slot."""
+        count, _ = self.failed_starts.get(sweep_id, (0, 0.0))
+        return 0.0 if count == 0 else min(60.0, 2.0 ** (count - 1))
 
     def _resume(self, sweep_id: str) -> None:
         n = self.restarts.get(sweep_id, 0)
@@ -158,7 +168,19 @@ class Supervisor:
             return
         with session_scope(self.engine) as s:
             queued = repo.list_sweeps(s, state=SweepState.queued, limit=1000).items
-        waiting = [sw for sw in queued if sw.id not in self.drivers]
+        waiting = []
+        for sw in queued:
+            if sw.id in self.drivers:
+                continue
+            count, last = self.failed_starts.get(sw.id, (0, 0.0))
+            if count > self.max_restarts:  # capped: say why instead of trying forever
+                with session_scope(self.engine) as s:
+                    repo.set_sweep_state(s, sw.id, SweepState.failed, only_from=[SweepState.queued],
+                                         error=f"driver exited with an error {count} times before the sweep "
+                                               f"started; giving up (see the driver log)")
+                continue
+            if time.monotonic() - last >= self._start_backoff(sw.id):
+                waiting.append(sw)
         for sweep in sorted(waiting, key=lambda sw: sw.created_at)[:free]:
             self._spawn(sweep.id)
 

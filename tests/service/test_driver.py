@@ -111,3 +111,17 @@ def test_main_records_why_a_sweep_failed_as_a_whole(engine, driver_env, monkeypa
     with session_scope(engine) as s:
         sweep = repo.get_sweep(s, sweep_id)
         assert (sweep.state, sweep.error) == ("failed", "driver error: ray would not start")
+
+
+def test_main_fails_a_sweep_whose_stored_spec_it_cannot_read(engine, driver_env, monkeypatch):
+    """#15 finding 1: a poison spec used to make the driver exit 1 outside its `try`, leaving the
+    sweep queued for the supervisor to restart again and again, with no error recorded."""
+    sweep_id = stored_sweep(engine, "queued")
+    with session_scope(engine) as s:
+        s.execute(update(Sweep).where(Sweep.id == sweep_id).values(spec={"schema_version": 99, "name": "d"}))
+    monkeypatch.setattr(driver, "drive", lambda *a, **k: pytest.fail("nothing to drive"))
+    assert driver.main([sweep_id]) == 1
+    with session_scope(engine) as s:
+        sweep = repo.get_sweep(s, sweep_id)
+        assert sweep.state == "failed"
+        assert sweep.error.startswith("cannot read the sweep's stored spec: SpecError") and "schema_version" in sweep.error

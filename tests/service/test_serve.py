@@ -82,6 +82,18 @@ def test_serve_refuses_a_public_address_when_reads_are_public(serve_env, args, h
     assert calls == []
 
 
+def test_serve_on_a_public_address_needs_explicit_data_roots(serve_env, tmp_path):
+    """#15 finding 9: the data roots default to the working directory, everything when the
+    server starts from / or $HOME; bound beyond loopback they must be set."""
+    calls, env = serve_env
+    env.delenv("SWEEPD_DATA_ROOTS", raising=False)
+    result = serve("--host", "0.0.0.0")
+    assert result.exit_code == 2 and "set SWEEPD_DATA_ROOTS" in result.output and calls == []
+    env.setenv("SWEEPD_DATA_ROOTS", str(tmp_path))
+    assert serve("--host", "0.0.0.0").exit_code == 0 and len(calls) == 1
+    assert serve("--host", "127.0.0.1").exit_code == 0  # loopback: the default roots are fine
+
+
 def test_serve_refuses_no_sweeps_at_once(serve_env):
     calls, _ = serve_env
     result = serve("--max-sweeps", "0")

@@ -218,3 +218,35 @@ def test_never_starts_a_sweep_still_validating_its_data(engine, make_supervisor)
         repo.set_sweep_state(s, validating, "queued", only_from=["validating"])
     sup.tick()
     assert set(sup.drivers) == {queued, validating}
+
+
+EXITS_1 = [sys.executable, "-c", "raise SystemExit(1)"]
+
+
+def test_a_queued_sweep_whose_driver_keeps_failing_backs_off_then_fails(engine, make_supervisor, monkeypatch):
+    """#15 finding 1: a driver that exits 1 before the sweep runs was started again every tick
+    (9 times in 25 s, each importing ray and torch) and the sweep stayed queued, no error."""
+    sweep_id = sweep(engine, "poison")
+    sup = make_supervisor(max_restarts=2, driver_command=EXITS_1)
+    clock = [1000.0]
+    monkeypatch.setattr(supervisor_module.time, "monotonic", lambda: clock[0])
+    starts = 0
+    for _ in range(20):  # 20 ticks within the same second: one start, then it waits
+        sup.tick()
+        starts += sweep_id in sup.drivers
+        wait_for_drivers(sup)
+        sup._reap()  # the driver's exit, noticed now
+    assert starts == 1 and sup._start_backoff(sweep_id) == 1.0
+    for wait in (1.0, 2.0):  # backs off 1 s, then 2 s
+        clock[0] += wait - 0.01
+        sup.tick()
+        assert sweep_id not in sup.drivers
+        clock[0] += 0.01
+        sup.tick()
+        assert sweep_id in sup.drivers
+        wait_for_drivers(sup)
+        sup._reap()  # the driver's exit, noticed now
+    sup.tick()  # 3 failed starts > max_restarts 2: failed, with the reason
+    failed = get(engine, sweep_id)
+    assert failed.state == "failed" and "driver exited with an error 3 times" in failed.error
+    assert sup.drivers == {}
