@@ -23,6 +23,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from typing import Any
 
 from fastapi.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
@@ -32,6 +33,7 @@ import sweepd
 from api import errors
 from api.metrics import HttpMetrics, MetricsMiddleware
 from api.preflight import PreflightWorker
+from api.security import SecurityHeadersMiddleware
 from api.routes import API_PREFIX, sweeps, system, tokens, trials
 from sweepd.settings import Settings, get_settings
 from sweepd.spec import SweepSpec
@@ -117,5 +119,7 @@ def create_app(settings: Settings | None = None, *, extra_routers: Iterable[APIR
     app.add_middleware(MetricsMiddleware, metrics=app.state.http_metrics)
     # curves of hundreds of trials are megabytes of JSON numbers; they compress ~5x
     app.add_middleware(GZipMiddleware, minimum_size=4096)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.resolved_allowed_hosts)  # outermost
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -10,10 +10,13 @@ SWEEPD_MAX_BODY_BYTES  largest request body the API accepts (default 1 MiB; larg
 SWEEPD_HOST, SWEEPD_PORT  where `sweepd serve` listens (default 127.0.0.1:8080; --host/--port win)
 SWEEPD_MAX_SWEEPS   sweeps `sweepd serve` runs at once (default 1; --max-sweeps wins)
 SWEEPD_SUPERVISE    0: `sweepd serve` runs no sweeps, API and dashboard only (default 1; --[no-]supervise wins)
+SWEEPD_ALLOWED_HOSTS  comma-separated Host header names the server answers (default: the loopback
+                    names when it listens on loopback, which stops DNS rebinding; any otherwise)
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +40,22 @@ class Settings(BaseSettings):
     # `sweepd serve` sets these two from its options before uvicorn builds the app (api/service.py)
     max_sweeps: int = 1
     supervise: bool = True
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [h.strip() for h in v.split(",") if h.strip()]
+        return v
+
+    @property
+    def resolved_allowed_hosts(self) -> list[str]:
+        """Host names the API answers. A server on loopback answers only loopback names, so a web
+        page whose DNS name rebinds to 127.0.0.1 cannot read it (public reads included)."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        return sorted(LOOPBACK_NAMES) if is_loopback(self.host) else ["*"]
 
     @field_validator("data_roots", mode="before")
     @classmethod
@@ -55,6 +74,18 @@ class Settings(BaseSettings):
     def resolved_data_roots(self) -> list[Path]:
         roots = self.data_roots or [Path.cwd(), self.home]
         return [Path(r).expanduser().resolve() for r in roots]
+
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

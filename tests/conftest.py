@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 POSTGRES_URL_ENV = "SWEEPD_TEST_POSTGRES_URL"
+# Starlette's TestClient sends Host: testserver; the servers the tests start are on 127.0.0.1.
+os.environ.setdefault("SWEEPD_ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 
 TESTS = Path(__file__).resolve().parent
 SLOW_FOLDERS = tuple(TESTS / name for name in ("e2e", "browser", "cluster", "docker"))

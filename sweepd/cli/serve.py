@@ -8,24 +8,13 @@ SWEEPD_SUPERVISE); the ones given reach the app through the same variables.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from typing import Annotated, Optional
 
 import typer
 
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 SERVICE_APP = "api.service:create_service_app"
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(
@@ -40,7 +29,7 @@ def serve(
         "--supervise/--no-supervise", help="Run queued sweeps.", show_default="SWEEPD_SUPERVISE, else on")] = None,
 ) -> None:
     """Serve the REST API and dashboard, and run the queued sweeps."""
-    from sweepd.settings import get_settings
+    from sweepd.settings import get_settings, is_loopback
 
     settings = get_settings()
     host = settings.host if host is None else host
@@ -72,6 +61,7 @@ def serve(
     # the app reads its settings afresh when uvicorn builds it (api/service.py)
     os.environ["SWEEPD_MAX_SWEEPS"] = str(max_sweeps)
     os.environ["SWEEPD_SUPERVISE"] = "1" if supervise else "0"
+    os.environ["SWEEPD_HOST"] = host  # the Host allow-list follows the address actually bound
     get_settings.cache_clear()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

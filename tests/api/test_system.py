@@ -82,3 +82,32 @@ def test_metrics_labels_come_from_a_closed_set(api: Api):
     others = [line for line in text.splitlines() if line.startswith("sweepd_http_requests_total{") and 'method="OTHER"' in line]
     assert len(others) == 1 and others[0].endswith(" 200"), others
     assert len(text) < before + 5_000  # one new histogram and counter, not 200
+
+
+def test_security_headers_on_every_response(api: Api):
+    for path in ("/healthz", f"{API}/sweeps", "/no/such/page"):
+        r = api.client.get(path)
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert "content-security-policy" not in api.client.get("/docs").headers  # its UI comes from a CDN
+
+
+def test_a_loopback_server_answers_only_loopback_host_names(monkeypatch, tmp_path):
+    """#15 finding 8: DNS rebinding. A page on evil.example whose name resolves to 127.0.0.1
+    sends Host: evil.example; a server on loopback refuses it."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from sweepd.settings import Settings
+
+    monkeypatch.delenv("SWEEPD_ALLOWED_HOSTS", raising=False)
+    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'h.db'}", host="127.0.0.1")
+    assert settings.resolved_allowed_hosts == ["127.0.0.1", "::1", "localhost"]
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8080") as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/healthz", headers={"host": "localhost:8080"}).status_code == 200
+        assert client.get("/healthz", headers={"host": "evil.example"}).status_code == 400
+    public = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'h.db'}", host="0.0.0.0")
+    assert public.resolved_allowed_hosts == ["*"]
+    assert Settings(host="0.0.0.0", allowed_hosts="sweeps.example.com, 10.0.0.5").resolved_allowed_hosts == \
+        ["sweeps.example.com", "10.0.0.5"]

@@ -179,8 +179,10 @@ def browser(chromium_path: str) -> Iterator[Any]:
         b.close()
 
 
-def _context(browser: Any, base_url: str, token: str | None) -> Any:
-    ctx = browser.new_context(base_url=base_url, viewport={"width": 1400, "height": 1000})
+def _context(browser: Any, base_url: str, token: str | None, *, bypass_csp: bool = True) -> Any:
+    # Playwright's wait_for_function evaluates strings, which the app's CSP (no unsafe-eval)
+    # forbids; the pages under the real CSP are checked in test_security_headers.py.
+    ctx = browser.new_context(base_url=base_url, viewport={"width": 1400, "height": 1000}, bypass_csp=bypass_csp)
     if token:
         ctx.add_init_script(f"window.localStorage.setItem({json.dumps(TOKEN_KEY)}, {json.dumps(token)});")
     ctx.set_default_timeout(15_000)
