@@ -80,10 +80,11 @@ def db_current(url: UrlOption = None) -> None:
         raise typer.Exit(1)
 
 
-from sweepd.cli import remote, serve, sweeps  # noqa: E402
+from sweepd.cli import remote, serve, sweeps, tokens  # noqa: E402
 
 sweeps.register(app)
 remote.register(app)
+tokens.register(app)
 serve.register(app)
 from sweepd.cli import extend; extend.register(app)  # noqa: E402,E702
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.fit import Estimate, estimate, micro_batch_tokens, model_config_of
+from trainer.fit import Estimate, estimate, micro_batch_tokens
+from trainer.model_config import model_config_of
 
 FIELDS_TO_CHANGE = ("resources.zero_stage", "resources.activation_checkpointing", "resources.offload",
                     "resources.micro_batch_tokens", "resources.workers_per_trial")
