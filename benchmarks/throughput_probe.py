@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import statistics
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,17 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(robust to other processes' load), else by wall-clock median-step tokens/s")
     ap.add_argument("--out", default=None, help="also write the figures here (JSON)")
     args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
-    from trainer.distributed import setup as dist_setup
+    tt.cpu_world(args.threads)
     from trainer.synthetic import make_data
 
-    dist_setup("cpu")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     base = tt.settings(argparse.Namespace(steps=args.steps, warmup=args.warmup, hf_micro=tt.HF_MICRO,
                                           trl_micro=tt.TRL_MICRO, trlg_micro=tt.TRLG_MICRO, pack_rows=tt.PACK_ROWS, pack_accum=tt.PACK_ACCUM))
     helpers = {"cpu_snapshot": tt.cpu_snapshot, "others_cores": tt.others_cores, "rate": tt.rate,

@@ -286,6 +286,20 @@ def settings(args) -> dict:
 LABELS = {"sweepd": "sweepd (trainer.loop.run_trial)"}
 
 
+def cpu_world(threads: int | None) -> None:
+    """Quiet logs, a gloo world of one as sweepd's trainer makes it (accelerate then picks DeepSpeed
+    on the CPU for the HF peers too, whichever side runs first), and the torch thread count."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    # accelerate warns that DeepSpeed's gradient_accumulation_steps replaces its plugin's (1): expected.
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+    from trainer.distributed import setup as dist_setup
+
+    dist_setup("cpu")
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=60, help="optimizer steps per timed run of every trainer")
@@ -324,18 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in PEERS:
         LABELS[p] = describe_peer(p, s)
 
-    warnings.filterwarnings("ignore")
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    # accelerate warns that DeepSpeed's gradient_accumulation_steps replaces its plugin's (1): expected.
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
-    from trainer.distributed import setup as dist_setup
+    cpu_world(args.threads)
     from trainer.synthetic import make_data
 
-    # A gloo world of one, as sweepd's trainer makes it: accelerate then picks DeepSpeed on the CPU
-    # for the HF peers too, whichever side runs first.
-    dist_setup("cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     load_start = loadavg()
     log(f"torch {torch.__version__}, {threads} intra-op threads ({'--threads' if args.threads else 'the default'}, used by all), "
