@@ -16,18 +16,22 @@ Backends, picked per call (`backend_for`):
   fp16/bf16, where the `flash_attn` package imports);
 - ``torch_varlen``: `torch.nn.attention.varlen.varlen_attn`, PyTorch's own fused varlen kernel (CUDA,
   fp16/bf16, where this torch has it and it runs on this GPU);
-- ``sdpa``: `torch.nn.functional.scaled_dot_product_attention` with ``is_causal`` per sample (any
-  device and dtype; CUDA picks its flash/memory-efficient kernel, CPU its flash kernel). Exact.
-A run of single-token segments (padding) is its own value: softmax over one key is exactly 1, as in
-the dense reference where a padding token attends only to itself.
+- ``sdpa``: `torch.nn.functional.scaled_dot_product_attention` with ``is_causal`` (any device and
+  dtype; CUDA picks its flash/memory-efficient kernel, CPU its flash kernel), over groups of
+  segments of similar length (`segment_groups`): each group is gathered into one padded batch,
+  each segment padded at its end, which causal attention makes exact (no real query sees a later
+  key), and the outputs are scattered back. One call per group, not per sample: calls and their
+  gradients' bookkeeping cost more than the padding at small sizes (34 calls a layer -> about 4 on
+  the benchmark's data). A padding token is a one-token segment: it attends only to itself, as in
+  the dense reference.
 
 Everything else falls through to transformers' SDPA unchanged: a 2D padding mask (generation with
 left padding), a 4D mask (the dense reference, `collate(..., dense_mask=True)`), decoding with a KV
 cache (fewer queries than keys). A layer with a sliding window (Mistral, Qwen2 with windows) applies
 it inside each sample.
 
-Known limits: attention dropout is not applied to single-token segments; models whose masks add
-overlays besides causal + sliding window (e.g. bidirectional image tokens) are not covered.
+Known limits: models whose masks add overlays besides causal + sliding window (e.g. bidirectional
+image tokens) are not covered.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTN_IMPLEMENTATION = "sweepd_packed"
@@ -56,8 +60,6 @@ class Segments:
 
     rows: int
     length: int
-    # per row: (start, end, single) runs in order; `single` = a run of one-token segments (padding)
-    runs: list[list[tuple[int, int, bool]]]
     cu_seqlens: list[int]  # over the flattened rows*L tokens, every segment (one-token ones included)
     max_len: int
 
@@ -68,22 +70,67 @@ def segments_from_position_ids(position_ids: torch.Tensor) -> Segments:
     rows, L = pos.shape
     starts = torch.ones_like(pos, dtype=torch.bool)
     starts[:, 1:] = pos[:, 1:] != pos[:, :-1] + 1
-    runs: list[list[tuple[int, int, bool]]] = []
     cu = [0]
     max_len = 0
     for r in range(rows):
         bounds = starts[r].nonzero().flatten().tolist() + [L]
-        row_runs: list[tuple[int, int, bool]] = []
         for s, e in zip(bounds[:-1], bounds[1:]):
-            single = e - s == 1
-            if single and row_runs and row_runs[-1][2] and row_runs[-1][1] == s:
-                row_runs[-1] = (row_runs[-1][0], e, True)  # extend a run of single tokens
-            else:
-                row_runs.append((s, e, single))
             cu.append(r * L + e)
             max_len = max(max_len, e - s)
-        runs.append(row_runs)
-    return Segments(rows, L, runs, cu, max_len)
+    return Segments(rows, L, cu, max_len)
+
+
+# A group pads its segments to its longest; it takes segments while its padded tokens stay within
+# this factor of its real ones (plus a little slack, so short segments are never alone).
+GROUP_PADDING = 1.25
+GROUP_SLACK_TOKENS = 64
+
+
+@dataclass
+class SegmentGroups:
+    """Every segment of a (B, L) batch, in groups of similar length: one SDPA call per group.
+
+    `gather` indexes the flattened B*L tokens: group g's n_g x len_g block, row-major, each segment
+    padded at its end with copies of its last token. `scatter` takes each of the B*L tokens back
+    from the concatenated padded outputs. Padding at a segment's end is exact under causal
+    attention: no real query sees a later key, and the padded queries' outputs are dropped."""
+
+    gather: torch.Tensor
+    sizes: list[tuple[int, int]]  # (segments, padded length) per group
+    scatter: torch.Tensor
+
+
+def segment_groups(cu_seqlens: list[int], device: torch.device) -> SegmentGroups:
+    cu = torch.tensor(cu_seqlens, dtype=torch.long)
+    starts, lengths = cu[:-1], cu[1:] - cu[:-1]
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    lens = lengths.tolist()
+    groups: list[list[int]] = []
+    real = 0
+    for i in order:  # longest first; a new group when padding to the group's longest grows too much
+        if groups:
+            width = lens[groups[-1][0]]
+            if (len(groups[-1]) + 1) * width <= GROUP_PADDING * (real + lens[i]) + GROUP_SLACK_TOKENS:
+                groups[-1].append(i)
+                real += lens[i]
+                continue
+        groups.append([i])
+        real = lens[i]
+    gathers, sizes = [], []
+    scatter = torch.empty(int(cu[-1]), dtype=torch.long)
+    offset = 0
+    for members in groups:
+        idx = torch.tensor(members)
+        n, width = len(members), lens[members[0]]
+        s, ln = starts[idx], lengths[idx]
+        col = torch.arange(width)
+        gathers.append((s[:, None] + torch.minimum(col[None, :], ln[:, None] - 1)).reshape(-1))
+        real_tok = col[None, :] < ln[:, None]
+        padded_pos = offset + torch.arange(n * width).view(n, width)
+        scatter[(s[:, None] + col[None, :])[real_tok]] = padded_pos[real_tok]
+        sizes.append((n, width))
+        offset += n * width
+    return SegmentGroups(torch.cat(gathers).to(device), sizes, scatter.to(device))
 
 
 def _version(t: torch.Tensor) -> int | None:
@@ -101,7 +148,7 @@ class _SegmentCache:
         self._ref = None
         self._key: tuple | None = None
         self._segments: Segments | None = None
-        self._cu: dict[torch.device, torch.Tensor] = {}
+        self._per_device: dict[tuple[str, torch.device], object] = {}  # built from the segments, per device
 
     def get(self, position_ids: torch.Tensor, rows: int) -> Segments:
         """Segments of `position_ids` broadcast to `rows` rows (the model's own positions are (1, L))."""
@@ -109,18 +156,24 @@ class _SegmentCache:
         if self._ref is None or self._ref() is not position_ids or self._key != key:
             self._segments = segments_from_position_ids(position_ids.expand(rows, -1))
             self._key = key
-            self._cu = {}
+            self._per_device = {}
             try:
                 self._ref = weakref.ref(position_ids)
             except TypeError:  # not weak-referenceable: no caching
                 self._ref = None
         return self._segments
 
+    def groups(self, position_ids: torch.Tensor, rows: int, device: torch.device) -> SegmentGroups:
+        seg = self.get(position_ids, rows)
+        if ("groups", device) not in self._per_device:
+            self._per_device[("groups", device)] = segment_groups(seg.cu_seqlens, device)
+        return self._per_device[("groups", device)]
+
     def cu_seqlens(self, position_ids: torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
         seg = self.get(position_ids, rows)
-        if device not in self._cu:
-            self._cu[device] = torch.tensor(seg.cu_seqlens, dtype=torch.int32, device=device)
-        return self._cu[device]
+        if ("cu", device) not in self._per_device:
+            self._per_device[("cu", device)] = torch.tensor(seg.cu_seqlens, dtype=torch.int32, device=device)
+        return self._per_device[("cu", device)]
 
 
 _cache = _SegmentCache()
@@ -215,25 +268,29 @@ def _sliding_mask(n: int, window: int, device) -> torch.Tensor:
     return (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < window)
 
 
-def _sdpa_segments(module, query, key, value, position_ids, scaling, dropout, sliding_window):
-    """Causal SDPA inside each segment; one (1, n, H, D) piece per run, concatenated back."""
-    seg = _cache.get(position_ids, query.shape[0])
-    n_rep = query.shape[1] // key.shape[1]
-    rows_out = []
-    for r, runs in enumerate(seg.runs):
-        pieces = []
-        for s, e, single in runs:
-            if single:  # softmax over one key: the value itself
-                pieces.append(repeat_kv(value[r:r + 1, :, s:e], n_rep).transpose(1, 2))
-                continue
-            q, k, v = query[r:r + 1, :, s:e], key[r:r + 1, :, s:e], value[r:r + 1, :, s:e]
-            mask = None
-            if sliding_window and e - s > sliding_window:
-                mask = _sliding_mask(e - s, sliding_window, query.device)[None, None]
-            out, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=dropout, scaling=scaling, is_causal=True)
-            pieces.append(out)
-        rows_out.append(torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0])
-    return torch.cat(rows_out, dim=0) if len(rows_out) > 1 else rows_out[0]
+def _sdpa_grouped(module, query, key, value, position_ids, scaling, dropout, sliding_window):
+    """Causal SDPA inside each segment: segments gathered into padded groups of similar length, one
+    call per group, scattered back. (B, H, L, D) in, (B, L, H, D) out."""
+    b, h, L, _ = query.shape
+    groups = _cache.groups(position_ids, b, query.device)
+    split = [n * width for n, width in groups.sizes]
+
+    def gathered(x: torch.Tensor):  # (B, Hx, L, D) -> per group (n*width, Hx, D)
+        # one gather and one split: their backwards are one index_add and one cat (slicing every
+        # segment out instead costs a zero-filled full-size gradient per segment)
+        flat = x.transpose(1, 2).reshape(b * L, x.shape[1], x.shape[3])
+        return flat.index_select(0, groups.gather).split(split)
+
+    outs = []
+    for (n, width), q, k, v in zip(groups.sizes, gathered(query), gathered(key), gathered(value)):
+        q, k, v = (t.view(n, width, t.shape[1], t.shape[2]).transpose(1, 2) for t in (q, k, v))
+        mask = None
+        if sliding_window and width > sliding_window:
+            mask = _sliding_mask(width, sliding_window, query.device)[None, None]
+        out, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=dropout, scaling=scaling, is_causal=True)
+        outs.append(out.reshape(n * width, h, out.shape[-1]))
+    flat = torch.cat(outs) if len(outs) > 1 else outs[0]
+    return flat.index_select(0, groups.scatter).view(b, L, h, flat.shape[-1])
 
 
 # ---- the registered functions -------------------------------------------------------------------
@@ -260,7 +317,7 @@ def packed_attention_forward(module, query, key, value, attention_mask, dropout:
             if backend != "torch_varlen" or _forced_backend is not None:
                 raise
             _torch_varlen_broken.add(query.device.index)  # e.g. a GPU its kernel was not built for
-    return _sdpa_segments(module, query, key, value, position_ids, scaling, dropout, sliding_window), None
+    return _sdpa_grouped(module, query, key, value, position_ids, scaling, dropout, sliding_window), None
 
 
 def packed_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,

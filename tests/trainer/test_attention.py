@@ -64,10 +64,31 @@ def test_collate_builds_no_mask_unless_asked_for_the_dense_reference(tiny, rows)
 def test_segments_come_from_the_position_ids():
     pos = torch.tensor([[0, 1, 2, 0, 1, 0, 0, 0], [0, 1, 2, 3, 4, 5, 6, 7]])
     seg = attention.segments_from_position_ids(pos)
-    # row 0: a 3-token sample, a 2-token one, then three one-token segments (padding) as one run
-    assert seg.runs == [[(0, 3, False), (3, 5, False), (5, 8, True)], [(0, 8, False)]]
+    # row 0: a 3-token sample, a 2-token one, then three one-token segments (padding)
     assert seg.cu_seqlens == [0, 3, 5, 6, 7, 8, 16]
     assert seg.max_len == 8
+
+
+def test_segments_are_grouped_by_length_padded_at_their_ends():
+    # segments of 8, 7, 3, 2, 1, 1, 1 tokens over two rows of 11 (a flat index per token)
+    cu = [0, 8, 11, 18, 20, 21, 22]
+    groups = attention.segment_groups(cu, torch.device("cpu"))
+    lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
+    assert sum(n for n, _ in groups.sizes) == len(lengths)  # every segment in exactly one group
+    assert groups.gather.numel() == sum(n * w for n, w in groups.sizes)
+    padded = sum(n * w for n, w in groups.sizes)
+    assert padded <= attention.GROUP_PADDING * sum(lengths) + attention.GROUP_SLACK_TOKENS * len(groups.sizes)
+    # scattering the gathered tokens back gives every token itself
+    assert torch.equal(groups.gather[groups.scatter], torch.arange(cu[-1]))
+    # within a group, a segment's row of the padded block is its own tokens, then its last token again
+    offset = 0
+    for n, w in groups.sizes:
+        block = groups.gather[offset:offset + n * w].view(n, w)
+        for row in block.tolist():
+            first = row[0]
+            k = next((i for i in range(1, w) if row[i] != first + i), w)
+            assert row[:k] == list(range(first, first + k)) and all(t == first + k - 1 for t in row[k:])
+        offset += n * w
 
 
 def test_packed_logits_equal_the_dense_mask_reference(tiny, reference, rows):
