@@ -67,6 +67,7 @@ bench: setup $(BENCH_STAMP)
 	$(PY) benchmarks/preflight.py
 	$(PY) benchmarks/preflight_api.py
 	$(PY) benchmarks/api_load.py
+	$(PY) benchmarks/api_scale.py
 	bash scripts/ensure_chromium.sh >/dev/null && $(PY) benchmarks/dashboard_render.py
 
 # The pruner benchmark (issues 7, 12). curve-bank regenerates benchmarks/data/ (base model + curve bank;

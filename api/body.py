@@ -3,7 +3,9 @@ shape, validated with ``sweepd.spec.parse_spec``, its data then checked cheaply 
 every file opens, the tokenizer loads, the preflight's cache). Every problem becomes a 4xx whose
 detail names the field: 413 too large, 415 not JSON/YAML, 422 anything about the content (a data
 error names its file). The tokenising pass of the data preflight runs after the sweep exists, off
-the request (api/preflight.py)."""
+the request (api/preflight.py). ``decode``, ``validate_spec`` and ``precheck_data`` block (a
+megabyte of YAML takes a second or more): the route runs them in a worker thread, never on the
+event loop."""
 
 from __future__ import annotations
 
@@ -83,22 +85,39 @@ def check_media_type(request: Request) -> str:
     return mt
 
 
+def _not_unicode(text: str) -> bool:
+    """A lone surrogate (a JSON ``"\\ud800"`` escape, or YAML's) is no text: no database stores it."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _check_shape(value: Any) -> None:
-    """Refuse values too large or too deep to walk safely (iterative; stops early)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    """Refuse values too large or too deep to walk safely, and strings that are not Unicode text
+    (iterative; stops early)."""
+    stack: list[tuple[Any, int, tuple]] = [(value, 0, ())]
     nodes = 0
     while stack:
-        node, depth = stack.pop()
+        node, depth, path = stack.pop()
         nodes += 1
         if nodes > MAX_NODES:
             raise unprocessable(error([], f"the spec has more than {MAX_NODES:,} values; far more than a sweep spec needs"))
         if depth > MAX_DEPTH:
             raise unprocessable(error([], f"the spec nests deeper than {MAX_DEPTH} levels"))
         if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-            stack.extend((k, depth + 1) for k in node.keys() if not isinstance(k, (str, int, float, bool)) and k is not None)
+            for k, v in node.items():
+                if isinstance(k, str) and _not_unicode(k):
+                    raise unprocessable(error(list(path), f"a key is not valid Unicode text (a lone surrogate): {k!r}"))
+                stack.append((v, depth + 1, (*path, k if isinstance(k, (str, int)) else str(k))))
+            stack.extend((k, depth + 1, path) for k in node.keys() if not isinstance(k, (str, int, float, bool)) and k is not None)
         elif isinstance(node, (list, tuple)):
-            stack.extend((v, depth + 1) for v in node)
+            stack.extend((v, depth + 1, (*path, i)) for i, v in enumerate(node))
+        elif isinstance(node, str) and _not_unicode(node):
+            raise unprocessable(error(list(path), "not valid Unicode text (a lone surrogate)"))
 
 
 def decode(raw: bytes, mt: str) -> Any:

@@ -6,18 +6,22 @@ with a generic message (and a logged traceback); a database that cannot be reach
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.schemas import ErrorOut, ValidationErrorOut
+from sweepd.formatting import json_safe
 
 log = logging.getLogger("sweepd.api")
 
@@ -42,6 +46,27 @@ def responses(*docs: dict[int, dict[str, Any]]) -> dict[int | str, dict[str, Any
     return out
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON that always renders, whatever the request put in the error: NaN and infinities become
+    null and a lone surrogate is escaped (``ensure_ascii``), where Starlette's JSONResponse raised
+    (a 500 in place of the 422). Found by tests/api/test_fuzz_specs.py."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return json.dumps(json_safe(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+        except (RecursionError, TypeError, ValueError):
+            return b'{"detail":"invalid request (its error could not be rendered)"}'
+
+
+async def _request_invalid(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's 422 for a bad parameter or body, each error as ``ErrorItem`` (loc, msg, type):
+    without the ``input`` FastAPI echoes, which could be the whole body (a megabyte) and held
+    values JSON cannot (NaN, lone surrogates)."""
+    errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+              for e in exc.errors()]
+    return SafeJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("database unavailable during %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse({"detail": "database unavailable; retry shortly"}, status_code=503,
@@ -64,18 +89,22 @@ def _allowed_methods(routes: list[BaseRoute], scope: dict[str, Any]) -> set[str]
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
     """FastAPI's handler, except that a 405's ``Allow`` lists the methods of every route on the
-    path (the router only names the first route that matched it)."""
+    path (the router only names the first route that matched it), and the body always renders."""
     if exc.status_code == 405:
         allowed = _allowed_methods(request.app.state.routes, dict(request.scope))
         if allowed:
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
-    return await http_exception_handler(request, exc)
+    headers = getattr(exc, "headers", None)
+    if not is_body_allowed_for_status_code(exc.status_code):
+        return Response(status_code=exc.status_code, headers=headers)
+    return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 def install(app: FastAPI, routes: list[BaseRoute]) -> None:
     """``routes``: every route of the app, flat (for the ``Allow`` header of a 405)."""
     app.state.routes = routes
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

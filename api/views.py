@@ -1,5 +1,6 @@
 """Store rows -> response schemas, in few queries (a page of sweeps costs a fixed number of
-queries, not one per sweep; a sweep's detail never loads metric points)."""
+queries, not one per sweep; a sweep's detail never loads metric points). A stored spec is read as
+it is, never validated again (api/stored.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import HTTPException, status
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from api.schemas import BestTrialOut, BudgetOut, ObjectiveOut, ProgressOut, SweepDetail, SweepPublic
-from sweepd.engine.budget import budget_status, trial_uses
-from sweepd.spec import METRICS, SweepSpec
+from api.stored import SpecSummary, budget_plans, summaries, summary_of
+from sweepd.engine.budget import account, trial_uses
+from sweepd.spec import SweepSpec
 from sweepd.store import repo
 from sweepd.store.models import Sweep, Trial, TrialState, utcnow
 from sweepd.protocol import ACTIVE_SWEEP_STATES, FINISHED_TRIAL_STATES
@@ -44,8 +46,9 @@ def trial_or_404(session: Session, trial_id: str) -> Trial:
 
 
 def stored_spec(sweep: Sweep) -> SweepSpec | None:
-    """The sweep's spec as a model, or None when the stored dict is not a valid spec (then the
-    views fall back to reading the raw dict)."""
+    """The sweep's spec rebuilt as a model, or None when the stored dict is not a valid spec. Only
+    for the analyses that need the model's semantics (calibration: the pruner's rungs, the
+    budget's length); the sweep views read the stored document as it is (api/stored.py)."""
     try:
         return SweepSpec.from_stored(sweep.spec)
     except Exception:  # noqa: BLE001 - a row written by something else; never a 500 on a read
@@ -56,22 +59,7 @@ def stored_spec(sweep: Sweep) -> SweepSpec | None:
 def objective_of(sweep: Sweep, spec: SweepSpec | None = None) -> ObjectiveOut:
     if spec is not None:
         return ObjectiveOut(metric=spec.objective.metric, mode=spec.objective.mode)
-    raw = sweep.spec.get("objective") if isinstance(sweep.spec, dict) else None
-    raw = raw if isinstance(raw, dict) else {}
-    metric = raw.get("metric") if isinstance(raw.get("metric"), str) else "eval_loss"
-    mode = raw.get("mode") if raw.get("mode") in ("min", "max") else METRICS.get(metric, "min")
-    return ObjectiveOut(metric=metric, mode=mode)
-
-
-def _planned(sweep: Sweep, spec: SweepSpec | None) -> int:
-    if spec is not None:
-        try:
-            return spec.planned_trials
-        except Exception:  # noqa: BLE001 - e.g. a grid over a non-choice domain
-            pass
-    search = sweep.spec.get("search") if isinstance(sweep.spec, dict) else None
-    n = search.get("num_trials") if isinstance(search, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) else 0
+    return summary_of(sweep.spec).objective
 
 
 def trial_counts(session: Session, sweep_ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -91,37 +79,39 @@ def trial_counts(session: Session, sweep_ids: Sequence[str]) -> dict[str, dict[s
 
 def best_trials(session: Session, sweeps: Sequence[Sweep], modes: dict[str, str]) -> dict[str, Trial]:
     """{sweep_id: best trial}: the stored best trial (set when a sweep finishes), else the best
-    completed trial so far (lowest trial number on ties). Two queries for any number of sweeps."""
+    completed trial so far (lowest trial number on ties). One query for any number of sweeps: the
+    live sweeps' best is ranked in the database (row_number per sweep, in the objective's order),
+    a statement whose shape does not depend on the values (it was an OR of one condition per sweep,
+    rebuilt and compiled on every request: most of a page's time)."""
     stored = {s.id: s.best_trial_id for s in sweeps if s.best_trial_id}
-    live = [s.id for s in sweeps if not s.best_trial_id]
-    wanted: dict[str, float] = {}
-    if live:
-        rows = session.execute(
-            select(Trial.sweep_id, func.min(Trial.objective), func.max(Trial.objective))
-            .where(
-                Trial.sweep_id.in_(live),
-                Trial.state == TrialState.completed.value,
-                Trial.objective.is_not(None),
-            )
-            .group_by(Trial.sweep_id)
-        ).all()
-        for sid, lo, hi in rows:
-            value = hi if modes.get(sid) == "max" else lo
-            if value is not None:
-                wanted[sid] = value
-    if not stored and not wanted:
-        return {}
+    live = {s.id for s in sweeps if not s.best_trial_id}
     conds = []
     if stored:
         conds.append(Trial.id.in_(list(stored.values())))
-    conds += [
-        and_(Trial.sweep_id == sid, Trial.state == TrialState.completed.value, Trial.objective == value)
-        for sid, value in wanted.items()
-    ]
+    if live:
+        maximize = [sid for sid in live if modes.get(sid) == "max"]
+        key = case((Trial.sweep_id.in_(maximize), -Trial.objective), else_=Trial.objective) if maximize else Trial.objective
+        ranked = (
+            select(Trial.id, func.row_number().over(partition_by=Trial.sweep_id, order_by=(key, Trial.number)).label("rank"))
+            .where(Trial.sweep_id.in_(list(live)), Trial.state == TrialState.completed.value, Trial.objective.is_not(None))
+            .subquery()
+        )
+        conds.append(Trial.id.in_(select(ranked.c.id).where(ranked.c.rank == 1)))
+    if not conds:
+        return {}
+
+    def rank(t: Trial) -> tuple[float, int]:
+        return (-t.objective if modes.get(t.sweep_id) == "max" else t.objective, t.number)
+
     out: dict[str, Trial] = {}
-    for t in session.scalars(select(Trial).where(or_(*conds)).order_by(Trial.number)).all():
-        if stored.get(t.sweep_id) == t.id or (t.sweep_id in wanted and t.sweep_id not in out):
-            out[t.sweep_id] = t
+    for t in session.scalars(select(Trial).where(or_(*conds))).all():
+        if t.sweep_id in stored:
+            if stored[t.sweep_id] == t.id:
+                out[t.sweep_id] = t
+        elif t.sweep_id in live and t.state == TrialState.completed.value and t.objective is not None:
+            # (a stored best id of another sweep can land here: keep the ranked one)
+            if t.sweep_id not in out or rank(t) < rank(out[t.sweep_id]):
+                out[t.sweep_id] = t
     return out
 
 
@@ -132,16 +122,17 @@ def _progress(planned: int, counts: dict[str, int]) -> ProgressOut:
     )
 
 
-def budgets(session: Session, sweeps: Sequence[Sweep], specs: dict[str, SweepSpec | None]) -> dict[str, BudgetOut]:
+def budgets(session: Session, sweeps: Sequence[Sweep], summaries: dict[str, SpecSummary]) -> dict[str, BudgetOut]:
     """{sweep_id: budget} for the compute-budget sweeps among these, in one query (none without)."""
-    ids = [s.id for s in sweeps if specs[s.id] is not None and specs[s.id].search.compute_budget is not None]
+    plans = budget_plans(session, [s for s in sweeps if summaries[s.id].has_budget])
+    ids = [sid for sid, plan in plans.items() if plan is not None]
     rows = trial_uses(session, ids) if ids else {}
     out = {}
     for s in sweeps:
         if s.id in rows:
             active = s.state in ACTIVE_SWEEP_STATES
             running_for = (utcnow() - s.started_at).total_seconds() if active and s.started_at else None
-            out[s.id] = BudgetOut(**budget_status(specs[s.id], rows[s.id], active=active, running_for=running_for))
+            out[s.id] = BudgetOut(**account(plans[s.id], rows[s.id]).status(active=active, running_for=running_for))
     return out
 
 
@@ -160,22 +151,24 @@ def _fields(sweep: Sweep) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def sweep_publics(session: Session, sweeps: Sequence[Sweep]) -> list[SweepPublic]:
-    """Public views of a page of sweeps: 3 queries whatever the page size."""
-    specs = {s.id: stored_spec(s) for s in sweeps}
-    objectives = {s.id: objective_of(s, specs[s.id]) for s in sweeps}
+def sweep_publics(session: Session, sweeps: Sequence[Sweep],
+                  specs: dict[str, SpecSummary] | None = None) -> list[SweepPublic]:
+    """Public views of a page of sweeps, in a fixed number of queries whatever the page size.
+    ``specs``: their stored specs' summaries when the caller has them (else they come from the
+    cache or one query: the sweeps' spec column need not be loaded). No spec is validated again."""
+    specs = specs if specs is not None else summaries(session, sweeps)
     counts = trial_counts(session, [s.id for s in sweeps])
-    best = best_trials(session, sweeps, {sid: o.mode for sid, o in objectives.items()})
+    best = best_trials(session, sweeps, {s.id: specs[s.id].objective.mode for s in sweeps})
     budget = budgets(session, sweeps, specs)
 
     def planned(s: Sweep) -> int:
         b = budget.get(s.id)
-        return _planned(s, specs[s.id]) if b is None else b.trials_launched + b.projected_trials
+        return specs[s.id].planned if b is None else b.trials_launched + b.projected_trials
 
     return [
         SweepPublic(
             **_fields(s),
-            objective=objectives[s.id],
+            objective=specs[s.id].objective,
             progress=_progress(planned(s), counts[s.id]),
             best=_best(best.get(s.id)),
             budget=budget.get(s.id),
@@ -185,7 +178,7 @@ def sweep_publics(session: Session, sweeps: Sequence[Sweep]) -> list[SweepPublic
 
 
 def sweep_public(session: Session, sweep: Sweep) -> SweepPublic:
-    return sweep_publics(session, [sweep])[0]
+    return sweep_publics(session, [sweep], {sweep.id: summary_of(sweep.spec)})[0]
 
 
 def sweep_detail(session: Session, sweep: Sweep) -> SweepDetail:

@@ -44,7 +44,7 @@ Two parts (issue 4), both on 127.0.0.1 only, both bounded (they stop by themselv
    queueing, ~10 / throughput, printed next to it). Finally the route is profiled in-process: its
    SQL statements (through the real app with httpx's ASGITransport, no network) counted and timed
    with SQLAlchemy `before/after_cursor_execute` events, and the route's work without the framework
-   split into SQL, the stored spec's re-validation and the rest.
+   split into SQL and the rest (the stored spec is read as it is, never re-validated: #15).
 
 The machine is shared: before each part the load average is printed, and during each measured
 window /proc/stat says how many cores *other* processes (not this benchmark, its service, the
@@ -691,8 +691,8 @@ def profile_detail(url: str, home: Path, sweep_id: str, token: str, n: int = 100
     """GET /sweeps/{id} in-process. Requests through the real app (httpx's ASGITransport: routing,
     middleware, dependencies, response validation; no network), their SQL statements counted with
     SQLAlchemy's before/after_cursor_execute events; then the route's own work timed without the
-    framework (token check, sweep, its SweepDetail, JSON), split into SQL, the stored spec's
-    re-validation and the rest."""
+    framework (token check, sweep, its SweepDetail, JSON), split into SQL and the rest (the stored
+    spec is read as it is: no re-validation since #15)."""
     from sqlalchemy import event
 
     from api import views
@@ -760,17 +760,11 @@ def profile_detail(url: str, home: Path, sweep_id: str, token: str, n: int = 100
         ({"sql": sql[:200] + (" ..." if len(sql) > 200 else ""), "per_request": round(len(v) / len(per_request), 2),
           "median_ms": round(1000 * statistics.median(v), 3)} for sql, v in by_stmt.items()),
         key=lambda d: -d["median_ms"] * d["per_request"])
-    with app.state.sessionmaker() as session:  # the stored spec is re-validated on every request
-        sweep = views.sweep_or_404(session, sweep_id)
-        t = time.perf_counter()
-        for _ in range(50):
-            views.stored_spec(sweep)
-        spec_ms = 1000 * (time.perf_counter() - t) / 50
     engine.dispose()
     return {"route_statements": len(route_statements), "route_sql": route_statements,
             "asgi_request_ms_median": round(statistics.median(asgi_ms), 2), "work_runs": len(per_request),
             "work_ms_median": round(work_ms, 2), "sql_ms_median": round(sql_ms, 2),
-            "stored_spec_ms": round(spec_ms, 2), "other_ms": round(max(0.0, work_ms - sql_ms - spec_ms), 2),
+            "other_ms": round(max(0.0, work_ms - sql_ms), 2),
             "statements": statements}
 
 
@@ -840,9 +834,8 @@ def measure_backend(name: str, url: str, args: argparse.Namespace, tmp: Path,
     log(f"  profile (medians): {prof['route_statements']} SQL statements per request; served (uvicorn, server "
         f"side) {fmt_ms(s['server_mean_ms'])} mean, in-process through the app "
         f"{fmt_ms(prof['asgi_request_ms_median'])}, "
-        f"the route's work alone {fmt_ms(prof['work_ms_median'])} = SQL {fmt_ms(prof['sql_ms_median'])} + stored spec "
-        f"re-validation {fmt_ms(prof['stored_spec_ms'])} + the rest (SQLAlchemy statement building, ORM rows, "
-        f"pydantic, JSON) {fmt_ms(prof['other_ms'])}")
+        f"the route's work alone {fmt_ms(prof['work_ms_median'])} = SQL {fmt_ms(prof['sql_ms_median'])} + the rest "
+        f"(SQLAlchemy statement building, ORM rows, pydantic, JSON) {fmt_ms(prof['other_ms'])}")
     for st in prof["statements"]:
         log(f"    {st['median_ms']:6.2f} ms x{st['per_request']:g}  {st['sql'][:120]}")
     return result

@@ -6,8 +6,9 @@ masking (assistant turns' content and end marker; `pretraining` content in full)
 batch of 32 samples, AdamW (0.9, 0.95), weight decay 0, gradient clipping 1.0, a constant LR and
 DeepSpeed ZeRO stage 2, for the same number of optimizer steps:
 
-1. sweepd: `trainer.loop.run_trial` (packed, padding-free micro-batches of up to 4096 tokens, its
-   own packed attention). The first run is a whole `--trial-steps` trial (default 200, final
+1. sweepd: `trainer.loop.run_trial` (packed, padding-free; `micro_batch_tokens` 16384, so each
+   step is one micro-batch, as the peers' fastest split is: memory is no constraint at this size;
+   its own packed attention). The first run is a whole `--trial-steps` trial (default 200, final
    evaluation included), which also gives the wall time issue 2 asks for; throughput is read from
    its per-step reports (cumulative real `tokens` and `seconds`).
 2. The peers (`benchmarks/throughput_peers.py`), each through the HF DeepSpeed integration
@@ -89,6 +90,7 @@ BETAS = (0.9, 0.95)
 WEIGHT_DECAY = 0.0
 GRAD_CLIP = 1.0
 MAX_SEQ_LEN = 512
+SWEEPD_MICRO_BATCH_TOKENS = 16384  # a step's samples (32 x at most 372 tokens) in one micro-batch
 ZERO_STAGE = 2
 SEED = 0
 TARGET = 1.3
@@ -183,7 +185,7 @@ def sweepd_padding(data_dir: Path, trial_steps: int, warmup: int, steps: int) ->
         micro = []
         for step in range(warmup, steps):  # 0-based: steps warmup+1 .. steps
             plan = plan_step(order, step, EFFECTIVE_BATCH, samples, rank=0, world=1, max_seq_len=MAX_SEQ_LEN,
-                             micro_batch_tokens=None, micro_batch_size=None)
+                             micro_batch_tokens=SWEEPD_MICRO_BATCH_TOKENS, micro_batch_size=None)
             lengths = {i: len(samples[i]) for row_group in plan.micro for row in row_group for i in row}
             p, t = padding_waste(plan.micro, lengths)
             pad, total = pad + p, total + t
@@ -207,7 +209,7 @@ def run_sweepd(data_dir: Path, trial_steps: int, warmup: int, steps: int, with_e
         "hparams": {"effective_batch_size": EFFECTIVE_BATCH, "learning_rate": LEARNING_RATE,
                     "warmup_steps": 0, "lr_scheduler": "constant"},
         "budget": {"max_steps": trial_steps},
-        "resources": {"num_workers": 1, "zero_stage": ZERO_STAGE, "micro_batch_tokens": "auto"},
+        "resources": {"num_workers": 1, "zero_stage": ZERO_STAGE, "micro_batch_tokens": SWEEPD_MICRO_BATCH_TOKENS},
         "optimizer": {"betas": list(BETAS), "weight_decay": WEIGHT_DECAY, "grad_clip": GRAD_CLIP},
         "seed": SEED,
         "output_dir": None,

@@ -9,8 +9,11 @@
         print(final["state"], final["best"])
 
 Connection errors and 502/503/504 answers are retried with exponential backoff
-(``backoff * 2**attempt`` seconds, ``retries`` times); other 4xx/5xx answers are not. Every
-failure is a :class:`ClientError` whose ``str()`` is one line:
+(``backoff * 2**attempt`` seconds, ``retries`` times); other 4xx/5xx answers are not. A submit
+carries an ``Idempotency-Key`` (a new UUID per :meth:`SweepdClient.submit`, the same on each of its
+retries), so a retry after a lost answer (a proxy's 502, a timeout, a dropped connection) gets the
+sweep the first try made instead of making a second one. Every failure is a :class:`ClientError`
+whose ``str()`` is one line:
 
 - :class:`AuthError`          401/403: missing, wrong or revoked token
 - :class:`NotFoundError`      404: no such sweep
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,9 +43,12 @@ TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 RETRY_STATUS = frozenset({502, 503, 504})
 MAX_BACKOFF = 30.0
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
 # Transport errors after which the request certainly did not reach the server: safe to retry
-# for every method. Others (read timeouts, dropped connections) are retried only for reads,
-# so that a slow POST /sweeps never submits the same sweep twice.
+# for every method. Others (read timeouts, dropped connections) are retried only for requests
+# safe to send twice: reads, and a submit with its Idempotency-Key (the server answers a repeat
+# with the sweep the first one made). Cancel and extend are not retried after them.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -243,10 +250,13 @@ class SweepdClient:
     def _delay(self, attempt: int) -> float:
         return min(MAX_BACKOFF, self.backoff * (2 ** attempt))
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request with retries; returns a 2xx response or raises a ClientError."""
+    def _request(self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
+        """One request with retries; returns a 2xx response or raises a ClientError.
+        ``idempotent``: safe to send again after a transport error once it may have been sent
+        (default: for GET, HEAD and OPTIONS)."""
         url = f"{self.base_url}{path}"
-        idempotent = method.upper() in ("GET", "HEAD", "OPTIONS")
+        if idempotent is None:
+            idempotent = method.upper() in ("GET", "HEAD", "OPTIONS")
         last = ""
         for attempt in range(self.retries + 1):
             try:
@@ -315,9 +325,11 @@ class SweepdClient:
         the data (then ``queued``, or ``failed`` with the data error as its ``error``), or
         ``queued`` at once when that preflight is cached. Raises SpecRejected with every problem
         found before the sweep exists (the spec, a data file that does not open, a tokenizer
-        that does not load)."""
+        that does not load). Every retry of this submit sends the same ``Idempotency-Key``, so
+        the server makes one sweep however many tries it took."""
         body, content_type = _spec_body(spec)
-        return self._json("POST", f"{API}/sweeps", content=body, headers={"Content-Type": content_type})
+        headers = {"Content-Type": content_type, IDEMPOTENCY_HEADER: str(uuid.uuid4())}
+        return self._json("POST", f"{API}/sweeps", idempotent=True, content=body, headers=headers)
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         """The sweep: state, progress, best trial, ledger, spec."""

@@ -1,7 +1,9 @@
 """Settings from the environment, prefix SWEEPD_ (pydantic-settings).
 
 SWEEPD_HOME         artifacts, Ray storage, the default SQLite file (default: ./.sweepd)
-SWEEPD_DATABASE_URL SQLAlchemy URL (default: sqlite:///$SWEEPD_HOME/sweepd.db)
+SWEEPD_DATABASE_URL SQLAlchemy URL (default: sqlite:///$SWEEPD_HOME/sweepd.db). Its password stays in
+                    the environment: Ray gets the URL without it, and connections fill it in from
+                    here (sweepd/store/db.py, public_url)
 SWEEPD_RAY_ADDRESS  a Ray cluster to run on; unset means a local Ray started on demand
 SWEEPD_DATA_ROOTS   os.pathsep-separated folders that spec data and model paths must resolve inside
                     (default: the current directory and SWEEPD_HOME)

@@ -9,9 +9,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api import analysis, body, views
+from api import analysis, body, idempotency, views
 from api.deps import SessionDep, SettingsDep, WriterDep
 from api.errors import R401, R403, R404, R409, R413, R415, R422, responses
 from api.routes import API_PREFIX, READ_ERRORS, ReadSessionDep
@@ -51,7 +52,15 @@ _spec_body = {
         "required": True,
         "description": "a sweep spec (see `examples/demo.yaml`), as JSON or YAML",
         "content": {mt: {"schema": _spec_ref} for mt in body.SPEC_TYPES},
-    }
+    },
+    "parameters": [{
+        "name": idempotency.HEADER, "in": "header", "required": False,
+        "description": "a unique value per sweep (a UUID; also as a quoted string): sent again with the same "
+                       "body, the answer is the sweep the first request made (`Idempotent-Replayed: true`), "
+                       "not a second sweep; with another body, a 422",
+        "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH,
+                   "pattern": "^[!-~]+$"},
+    }],
 }
 
 
@@ -91,21 +100,40 @@ async def create_sweep(request: Request, response: Response, session: SessionDep
     "error" event; no trial is started). A preflight cached from an earlier sweep with the same
     files, tokenizer and data policy is used at once: the sweep is answered `queued`."""
     mt = body.check_media_type(request)
+    key = idempotency.key_of(request)  # 422 on a malformed key, before the body is read
     raw = await body.read_limited(request, settings.max_body_bytes)
-    value = body.decode(raw, mt)
     capacity = await run_in_threadpool(_capacity, request)
 
-    def create() -> tuple[SweepPublic, SweepSpec | None, object]:
-        spec = body.validate_spec(value, data_roots=settings.resolved_data_roots, capacity=capacity)
+    def replayed(sweep_digest: str) -> tuple[SweepPublic, None, None, bool] | None:
+        existing = repo.sweep_by_idempotency_key(session, key) if key is not None else None
+        if existing is None:
+            return None
+        return views.sweep_public(session, idempotency.replay(existing, key, sweep_digest)), None, None, True
+
+    def create() -> tuple[SweepPublic, SweepSpec | None, object, bool]:
+        # Parsing and validation run here, in a worker thread: a megabyte of YAML takes seconds of
+        # pure-Python parsing, which on the event loop would stall every other request (/healthz).
+        request_digest = idempotency.digest(mt, raw) if key is not None else None
+        done = replayed(request_digest)
+        if done is not None:
+            return done
+        spec = body.validate_spec(body.decode(raw, mt), data_roots=settings.resolved_data_roots, capacity=capacity)
         problems = warm_start.check_reference(session, spec)  # search.warm_start: <sweep id>
         if problems:
             raise body.unprocessable(*[body.error(body.field_loc(path), msg) for path, msg in problems])
         data = body.precheck_data(spec, home=settings.home)  # 422 on an unreadable file or tokenizer
         state = SweepState.queued if data.summary is not None else SweepState.validating
-        sweep = repo.create_sweep(session, name=spec.name, spec=spec.to_stored(), fingerprint=fingerprint(spec),
-                                  state=state)
+        try:
+            sweep = repo.create_sweep(session, name=spec.name, spec=spec.to_stored(), fingerprint=fingerprint(spec),
+                                      state=state, idempotency_key=key, idempotency_digest=request_digest)
+        except IntegrityError:  # the same key, sent again while the first request was still running
+            session.rollback()
+            done = replayed(request_digest)
+            if done is None:
+                raise
+            return done
         repo.add_event(session, sweep.id, "info", f"sweep submitted with token {token.name!r}",
-                       payload={"token": token.name})
+                       payload={"token": token.name, **({"idempotency_key": key} if key else {})})
         if data.summary is not None:
             repo.add_preflight_event(session, sweep.id, data.summary)
         else:
@@ -114,12 +142,14 @@ async def create_sweep(request: Request, response: Response, session: SessionDep
                            f"validating data: reading {n} file{'s' if n != 1 else ''} with the tokenizer of "
                            f"{spec.model.path}", payload={"state": SweepState.validating.value})
         session.commit()
-        return views.sweep_public(session, sweep), (spec if data.summary is None else None), data.chat
+        return views.sweep_public(session, sweep), (spec if data.summary is None else None), data.chat, False
 
-    public, pending, chat = await run_in_threadpool(create)
+    public, pending, chat, was_replayed = await run_in_threadpool(create)
     if pending is not None:  # committed: the worker's own session sees it
         request.app.state.preflight.submit(public.id, pending, chat)
     response.headers["Location"] = f"{API_PREFIX}/sweeps/{public.id}"
+    if was_replayed:
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
     return public
 
 
@@ -131,7 +161,7 @@ def list_sweeps(
     offset: Annotated[int, Query(ge=0, le=MAX_INT32)] = 0,
 ) -> SweepPage:
     """Newest first."""
-    page = repo.list_sweeps(session, state=state, limit=limit, offset=offset)
+    page = repo.list_sweeps(session, state=state, limit=limit, offset=offset, load_spec=False)
     return SweepPage(items=views.sweep_publics(session, page.items), total=page.total,
                      limit=page.limit, offset=page.offset)
 

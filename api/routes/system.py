@@ -1,4 +1,10 @@
-"""/healthz and /metrics (Prometheus): public, outside /api/v1."""
+"""/healthz and /metrics (Prometheus), outside /api/v1.
+
+/healthz is public (load balancers and container health checks send no token). /metrics is a
+read like any other: it tells sweep counts and every route's traffic, so it needs a token (of any
+scope) unless reads are public (SWEEPD_PUBLIC_READ). Prometheus sends one with the scrape job's
+``authorization: {credentials_file: ...}`` (Bearer by default).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
+from api.deps import ReaderDep
+from api.errors import R401
 from api.metrics import CONTENT_TYPE, render
 from api.schemas import Health
 
@@ -32,8 +40,11 @@ def healthz(request: Request) -> Health | JSONResponse:
     "/metrics",
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                     "description": "Prometheus text exposition format 0.0.4"}},
-    summary="Prometheus metrics",
+                     "description": "Prometheus text exposition format 0.0.4"},
+               # JSON like every error (the route's own media type is text/plain)
+               401: {"description": R401[401]["description"],
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}},
+    summary="Prometheus metrics (a read: needs a token unless reads are public)",
 )
-def metrics(request: Request) -> PlainTextResponse:
+def metrics(request: Request, _: ReaderDep) -> PlainTextResponse:
     return PlainTextResponse(render(request.app), media_type=CONTENT_TYPE)

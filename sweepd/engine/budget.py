@@ -285,13 +285,22 @@ class BudgetGate:
         self._last_activity = time.monotonic()
         self._waiting_since = None
 
-    def _rows(self) -> list[TrialUse]:
+    def _transact(self, fn, what: str):
+        """``fn(session)`` in one transaction, retried through a transient database outage
+        (sweepd/store/retry.py; past its bound: StoreUnavailable)."""
         from sweepd.store.db import make_engine, session_scope
+        from sweepd.store.retry import call_with_retry
 
-        if self._engine is None:
-            self._engine = make_engine(self.db_url)
-        with session_scope(self._engine) as s:
-            return trial_uses(s, [self.sweep_id])[self.sweep_id]
+        def once():
+            if self._engine is None:
+                self._engine = make_engine(self.db_url)
+            with session_scope(self._engine) as s:
+                return fn(s)
+
+        return call_with_retry(once, what=f"sweep {self.sweep_id}: {what}")
+
+    def _rows(self) -> list[TrialUse]:
+        return self._transact(lambda s: trial_uses(s, [self.sweep_id])[self.sweep_id], "budget account")
 
     def account(self, live: dict[int, dict]) -> Account:
         return account(self.plan, self._rows(), live)
@@ -315,7 +324,7 @@ class BudgetGate:
 
     def _announce(self, acc: Account) -> None:
         from sweepd.store import repo
-        from sweepd.store.db import make_engine, session_scope
+        from sweepd.store.retry import StoreUnavailable
 
         st = acc.status(active=False)
         unit = "samples" if self.plan.unit == "samples" else "GPU hours"
@@ -327,10 +336,10 @@ class BudgetGate:
                f"{acc.launched} trials; {_fmt(st['remaining'])} left and {why}: no more trials")
         log.info("sweep %s: %s", self.sweep_id, msg)
         try:
-            if self._engine is None:
-                self._engine = make_engine(self.db_url)
-            with session_scope(self._engine) as s:
-                repo.add_event(s, self.sweep_id, "info", msg, payload={"budget": st})
+            self._transact(lambda s: repo.add_event(s, self.sweep_id, "info", msg, payload={"budget": st}),
+                           "budget event")
+        except StoreUnavailable:  # down past the retry bound: the driver steps aside
+            raise
         except Exception:  # noqa: BLE001 - an event is news, not accounting
             log.warning("sweep %s: could not record the budget event", self.sweep_id, exc_info=True)
 

@@ -10,6 +10,7 @@ from ray.tune import Stopper
 from sweepd.engine.recorder import _StoreClient
 from sweepd.protocol import SweepState
 from sweepd.store import repo
+from sweepd.store.retry import StoreUnavailable
 
 CHECK_EVERY_SECONDS = 1.0
 
@@ -32,10 +33,14 @@ class CancelStopper(Stopper, _StoreClient):
         now = time.monotonic()
         if not self._cancelled and now - self._last_check >= CHECK_EVERY_SECONDS:
             self._last_check = now
-            try:
-                with self.session() as s:
-                    sweep = repo.get_sweep(s, self.sweep_id)
-                    self._cancelled = sweep is not None and sweep.state == SweepState.cancelled
-            except Exception:  # a busy database: look again next time
+            try:  # retried through a transient outage (the recorder would wait for it anyway)
+                self._cancelled = self.transact(self._is_cancelled, "cancel check")
+            except StoreUnavailable:  # down past the retry bound: the driver steps aside
+                raise
+            except Exception:  # noqa: BLE001 - anything else: look again next time
                 pass
         return self._cancelled
+
+    def _is_cancelled(self, session) -> bool:
+        sweep = repo.get_sweep(session, self.sweep_id)
+        return sweep is not None and sweep.state == SweepState.cancelled

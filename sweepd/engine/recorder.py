@@ -6,6 +6,10 @@ written in batches; the store's inserts are idempotent, so a resumed sweep that 
 writes no duplicate rows. Each point carries its trial's attempt (counted at each start): a retry
 resumed from a checkpoint writes from the checkpoint's step on and supersedes the earlier attempt's
 points from there (sweepd/store/metric_points.py), so the curve has every step once.
+
+Every store call goes through ``_StoreClient.transact``: one transaction, run again through a
+transient database outage (sweepd/store/retry.py), so each is written to be safe to repeat; past
+the retry bound it raises StoreUnavailable, which ends the driver without failing the sweep.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sweepd.protocol import FINAL_MARKER, FINISHED_TRIAL_STATES, METRIC_KEYS, NU
 from sweepd.store import repo
 from sweepd.store.db import make_engine, session_scope
 from sweepd.store.models import Trial, utcnow
+from sweepd.store.retry import StoreUnavailable, call_with_retry
 
 FLUSH_EVERY_POINTS = 200
 FLUSH_EVERY_SECONDS = 2.0
@@ -57,21 +62,30 @@ class _StoreClient:
             self._engine = make_engine(self.db_url)
         return session_scope(self._engine)
 
+    def transact(self, fn, what: str):
+        """``fn(session)`` in one transaction, retried through a transient outage."""
+        def once():
+            with self.session() as s:
+                return fn(s)
+        return call_with_retry(once, what=f"sweep {self.sweep_id}: {what}")
+
 
 class DecisionWriter(_StoreClient):
     """The scheduler's on_decision: every decision is an event, with its inputs as payload."""
 
     def __call__(self, decision) -> None:
         number = int(decision.trial_id)
-        with self.session() as s:
-            trial_id = repo.trial_id_for(self.sweep_id, number)
+        payload = {**decision.to_dict(), "trial_number": number}
+
+        def write(s):
             repo.upsert_trial(s, self.sweep_id, number)
-            payload = decision.to_dict()
-            payload["trial_number"] = number
-            repo.add_event(s, self.sweep_id, "decision", decision.reason, trial_id=trial_id, payload=payload)
+            repo.add_event(s, self.sweep_id, "decision", decision.reason,
+                           trial_id=repo.trial_id_for(self.sweep_id, number), payload=payload)
             if decision.stop:
                 repo.upsert_trial(s, self.sweep_id, number, stopped_at=float(decision.rung_time),
                                   reason=decision.reason)
+
+        self.transact(write, f"decision on trial {number}")
 
 
 def _final_state(result: dict | None) -> str:
@@ -199,13 +213,16 @@ class StoreRecorder(Callback, _StoreClient):
     def _flush(self) -> None:
         if not any(self._points.values()):
             return
-        with self.session() as s:
+
+        def write(s):  # safe to repeat: points go in ON CONFLICT DO NOTHING, the totals are the last point's
             for number, points in self._points.items():
                 if points:
                     repo.add_metric_points(s, repo.trial_id_for(self.sweep_id, number), points)
                     last = points[-1]
                     repo.upsert_trial(s, self.sweep_id, number, samples=int(last.get("samples") or 0),
                                       tokens=int(last.get("tokens") or 0), seconds=float(last.get("seconds") or 0))
+
+        self.transact(write, "metric points")  # the buffer is kept until they are stored
         self._points = {}
         self._last_flush = time.monotonic()
 
@@ -213,27 +230,37 @@ class StoreRecorder(Callback, _StoreClient):
         """The attempt a trial's results come from: counted at its start (on_trial_start), else
         (a recorder restored mid-trial) the store's count."""
         if number not in self._attempts:
-            with self.session() as s:
+            def read(s):
                 trial = repo.get_trial_by_number(s, self.sweep_id, number)
-                self._attempts[number] = max(1, trial.attempts if trial else 1)
+                return max(1, trial.attempts if trial else 1)
+
+            self._attempts[number] = self.transact(read, f"attempt of trial {number}")
         return self._attempts[number]
 
     # -- Ray Tune callback hooks ---------------------------------------------------------------
 
     def on_trial_start(self, iteration, trials, trial, **info):
         number = trial_number(trial)
-        with self.session() as s:
+        config = {k: v for k, v in trial.config.items() if k != NUMBER_KEY}
+        decided: dict = {}  # the first try's count: a retry after a commit whose reply was lost must not add one
+
+        def write(s):
             previous = repo.get_trial_by_number(s, self.sweep_id, number)
             if previous is not None and previous.state in FINISHED_TRIAL_STATES:
-                return  # a replay after a resume (see trainable.replay_if_finished)
-            attempts = (previous.attempts if previous else 0) + 1
-            config = {k: v for k, v in trial.config.items() if k != NUMBER_KEY}
-            if previous is not None and previous.config and previous.config != config:
+                return None  # a replay after a resume (see trainable.replay_if_finished)
+            if not decided:
                 # a resume re-suggested this number with other params: the old curve is not its own
-                repo.delete_metric_points(s, previous.id)
-                attempts = 1
+                decided["reset"] = bool(previous is not None and previous.config and previous.config != config)
+                decided["attempts"] = 1 if decided["reset"] else (previous.attempts if previous else 0) + 1
+            if decided["reset"]:
+                repo.delete_metric_points(s, repo.trial_id_for(self.sweep_id, number))
             repo.upsert_trial(s, self.sweep_id, number, config=config, state=TrialState.running,
-                              attempts=attempts, started_at=utcnow())
+                              attempts=decided["attempts"], started_at=utcnow())
+            return decided["attempts"]
+
+        attempts = self.transact(write, f"start of trial {number}")
+        if attempts is None:
+            return
         # each attempt's points are kept apart; a retry's steps supersede the earlier attempt's
         # from its first step on (a resumed retry starts after its checkpoint's step)
         self._attempts[number] = attempts
@@ -266,18 +293,22 @@ class StoreRecorder(Callback, _StoreClient):
             if state == TrialState.failed:  # a trainer error, reported by the trainable (no retry)
                 fields.update(objective=None, error=strip_ansi(str(result.get("reason") or NO_ERROR_TEXT)),
                               error_detail=None)
-        with self.session() as s:
+
+        def write(s):  # safe to repeat: a second try finds the trial finished and leaves it
             previous = repo.get_trial_by_number(s, self.sweep_id, trial_number(trial))
             if previous is not None and previous.state in FINISHED_TRIAL_STATES:
                 return  # a replay: the stored outcome stands
             repo.upsert_trial(s, self.sweep_id, trial_number(trial), **fields)
 
+        self.transact(write, f"end of trial {trial_number(trial)}")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self._flush()
         message, detail = trial_failure(trial)
-        with self.session() as s:
-            repo.upsert_trial(s, self.sweep_id, trial_number(trial), state=TrialState.failed,
-                              error=message, error_detail=detail, finished_at=utcnow())
+        finished_at = utcnow()
+        self.transact(lambda s: repo.upsert_trial(s, self.sweep_id, trial_number(trial), state=TrialState.failed,
+                                                  error=message, error_detail=detail, finished_at=finished_at),
+                      f"failure of trial {trial_number(trial)}")
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """Tune registers a trial's checkpoint after its step's result: the points up to it go to
@@ -286,11 +317,11 @@ class StoreRecorder(Callback, _StoreClient):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._flush()
-        with self.session() as s:
-            number = trial_number(trial)
-            repo.add_event(s, self.sweep_id, "state", f"trial {number} crashed; retrying",
-                           trial_id=repo.trial_id_for(self.sweep_id, number),
-                           payload={"error": _error_text(trial)[-1000:], "message": trial_failure(trial)[0]})
+        number = trial_number(trial)
+        payload = {"error": _error_text(trial)[-1000:], "message": trial_failure(trial)[0]}
+        self.transact(lambda s: repo.add_event(s, self.sweep_id, "state", f"trial {number} crashed; retrying",
+                                               trial_id=repo.trial_id_for(self.sweep_id, number), payload=payload),
+                      f"retry of trial {number}")
 
     def on_experiment_end(self, trials, **info):
         self._flush()
@@ -331,7 +362,9 @@ class SameFailureStopper(Stopper, _StoreClient):
             self._last_check = now
             try:
                 self._stop = self.verdict() is not None
-            except Exception:  # a busy database: look again next time
+            except StoreUnavailable:  # down past the retry bound: the driver steps aside
+                raise
+            except Exception:  # noqa: BLE001 - anything else: look again next time
                 pass
         return self._stop
 
@@ -340,7 +373,9 @@ class SameFailureStopper(Stopper, _StoreClient):
         if not self._stop:
             try:
                 self._stop = self.verdict() is not None
-            except Exception:  # a busy database: launch; the stopper looks again
+            except StoreUnavailable:
+                raise
+            except Exception:  # noqa: BLE001 - anything else: launch; the stopper looks again
                 pass
         return self._stop
 
@@ -349,8 +384,8 @@ class SameFailureStopper(Stopper, _StoreClient):
 
         from sweepd.engine.finalize import uniform_failure
 
-        with self.session() as s:
-            rows = s.execute(select(Trial.number, Trial.state, Trial.error, Trial.reason)
-                             .where(Trial.sweep_id == self.sweep_id, Trial.number >= self.first_number)).all()
+        rows = self.transact(lambda s: s.execute(
+            select(Trial.number, Trial.state, Trial.error, Trial.reason)
+            .where(Trial.sweep_id == self.sweep_id, Trial.number >= self.first_number)).all(), "same-failure check")
         trials = [SimpleNamespace(number=n, state=st, error=err, reason=why) for n, st, err, why in rows]
         return uniform_failure(trials, self.k)

@@ -19,9 +19,14 @@ A compute-budget sweep (``search.compute_budget``) gives the searcher a ``Budget
 fits what is left, and suggests nothing (waits) or says ``Searcher.FINISHED`` when it does not.
 Likewise a ``failure_gate`` (recorder.SameFailureStopper): once the sweep's first max_concurrent
 trials all failed with the same message, it says ``Searcher.FINISHED``.
+
+The study's storage (``optuna_storage``) retries its database calls through a transient outage
+(``RetryingRDBStorage``; sweepd/store/retry.py), like every other store call of the driver.
 """
 
 from __future__ import annotations
+
+import functools
 
 import optuna
 from optuna.trial import TrialState
@@ -30,6 +35,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweepd.engine.budget import FINISHED, WAIT, BudgetGate
 from sweepd.protocol import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
+from sweepd.store.db import SQLITE_BUSY_TIMEOUT_MS
+from sweepd.store.retry import call_with_retry
 
 NUMBER_ATTR = "sweepd_number"  # the sweep's trial number, on each Optuna trial
 
@@ -130,9 +137,73 @@ def make_sampler(algorithm: str, seed: int, grid: dict[str, list] | None = None)
     raise ValueError(f"search.algorithm: unknown algorithm {algorithm!r}")
 
 
-def optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
-    kwargs = {"connect_args": {"timeout": 60}} if database_url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(database_url, engine_kwargs=kwargs)
+# The RDBStorage methods that reach the database: the public API, and the private ones Optuna's
+# _CachedStorage (which wraps an RDBStorage in every Study) calls directly. A name missing from this
+# Optuna is skipped (tests/store/test_retry.py checks they all exist).
+_RETRIED_STORAGE_METHODS = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_param", "set_trial_intermediate_value",
+    "set_trial_user_attr", "set_trial_system_attr", "get_trial_user_attrs", "get_trial_system_attrs",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial",
+    "record_heartbeat", "_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
+    "_get_stale_trial_ids",
+)
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, each database call retried through a transient outage like the rest of
+    the driver's store calls (sweepd/store/retry.py). A subclass, not a proxy, so that a Study still
+    wraps it in Optuna's trial cache. Retried calls are safe to repeat: reads, upserts of attributes
+    and intermediate values, params (a duplicate is ignored), and set_trial_state_values, below. A
+    trial created twice (a commit whose reply was lost) stays RUNNING and is closed as FAIL by
+    close_orphaned_trials."""
+
+    def __init__(self, url: str, engine_kwargs: dict | None = None, **kwargs) -> None:
+        call_with_retry(super().__init__, url, engine_kwargs, what="open the Optuna storage", **kwargs)
+
+    def __setstate__(self, state: dict) -> None:  # unpickled with the searcher on a resume: connects
+        call_with_retry(super().__setstate__, state, what="open the Optuna storage")
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        tries = []
+
+        def once() -> bool:
+            tries.append(trial_id)
+            try:
+                return optuna.storages.RDBStorage.set_trial_state_values(self, trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # an earlier try committed before its connection dropped: already done
+                if len(tries) > 1 and optuna.storages.RDBStorage.get_trial(self, trial_id).state == state:
+                    return True
+                raise
+
+        return call_with_retry(once, what=f"Optuna set_trial_state_values({trial_id}, {state.name})")
+
+
+def _retried(name: str):
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return call_with_retry(method, self, *args, what=f"Optuna {name}", **kwargs)
+    return call
+
+
+for _name in _RETRIED_STORAGE_METHODS:
+    if hasattr(optuna.storages.RDBStorage, _name):
+        setattr(RetryingRDBStorage, _name, _retried(_name))
+
+
+def optuna_storage(database_url: str) -> RetryingRDBStorage:
+    """The sweep's Optuna storage, in sweepd's database. SQLite: the store's busy timeout, past
+    which a locked write is retried like any other; PostgreSQL: pooled connections pre-pinged, so
+    none left dead by a server restart fails a call after the outage."""
+    if database_url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    return RetryingRDBStorage(database_url, engine_kwargs=kwargs)
 
 
 def close_orphaned_trials(database_url: str, study_name: str) -> int:

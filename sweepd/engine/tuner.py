@@ -4,6 +4,10 @@
 the same sweep after the driver died: Ray Tune's experiment state (the searcher's pickled study and
 trial table) and the scheduler's state file let it continue; finished trials are not rerun, and the
 recorder's idempotent writes mean replayed results add no duplicate rows.
+
+Everything here that Ray Tune pickles (searcher, scheduler, callbacks, stoppers, the trainable's
+parameters) gets the database URL without its password (`store.db.public_url`): the password is
+filled in at connect time from the process's settings, so it is in no file of the experiment.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
 from sweepd.engine.trainable import run_trial_in_tune
 from sweepd.engine import warm_start
 from sweepd.spec import SweepSpec
+from sweepd.store.db import public_url
 from sweepd.engine.tune_scheduler import EarlySignalScheduler
 
 log = logging.getLogger(__name__)
@@ -117,6 +122,7 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
               segment: int = 0, first_number: int = 1, study_name: str | None = None) -> None:
     """Runs (or resumes) the sweep until every trial has finished. State goes to the store.
     ``segment`` k > 0: the k-th extension, numbering its trials from ``first_number``."""
+    db_url = public_url(db_url)  # no secret in tuner.pkl, the searcher's state or trial params
     ensure_ray(ray_address)
     exp = experiment_dir(home, sweep_id, segment)
     exp.parent.mkdir(parents=True, exist_ok=True)

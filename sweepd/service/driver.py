@@ -13,7 +13,17 @@ extended sweep runs its newest segment (a Tune run of its own on the same study,
 on from the last one).
 
 A driver names itself "pid@host" (`driver_name`); that is what the sweep's `controller` column holds
-(the column and the API field keep their old name), and what `driver_alive` checks.
+(the column and the API field keep their old name). Who drives a sweep is decided in the store:
+- a driver claims the sweep before it drives it, as a compare-and-set on that column
+  (`repo.claim_sweep`: only if it still names whom the claimant saw there), with a heartbeat;
+- it refuses a sweep another driver holds (`driver_holds`: a fresh heartbeat, within STALE_AFTER,
+  and on this host a pid that still runs the process that wrote it), except its own supervisor's
+  claim, made for it just before it was started (main accepts its parent's name);
+- it beats every HEARTBEAT_SECONDS only while it still holds the sweep (`repo.beat`); a driver
+  that finds the sweep claimed by another stops at once (SIGTERM to itself), so two drivers
+  never go on driving one sweep.
+A pid alone proves nothing: after a reboot it may name an unrelated process. `driver_alive` with
+the last heartbeat also checks that the process started before that heartbeat (/proc start time).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import signal
 import socket
 import sys
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -39,9 +50,13 @@ from sweepd.spec import SpecError, SweepSpec
 from sweepd.store import repo
 from sweepd.store.db import make_engine, session_scope
 from sweepd.store.migrate import upgrade
-from sweepd.store.models import Sweep
+from sweepd.store.models import Sweep, utcnow
+from sweepd.store.retry import is_transient, store_outage
 
 HEARTBEAT_SECONDS = 2.0
+STALE_AFTER = timedelta(seconds=30)  # a driver silent this long may be gone (its pid may be alive)
+START_SLACK_SECONDS = 2.0  # /proc start times are precise to about a second (the boot time is)
+EXIT_STORE_UNAVAILABLE = 75  # EX_TEMPFAIL: the store was down; the sweep stays RUNNING, to be resumed
 log = logging.getLogger("sweepd.service.driver")
 
 
@@ -68,6 +83,11 @@ def main(argv: list[str]) -> int:
         if sweep.state == SweepState.validating.value:  # the API's data preflight decides first
             print(f"sweep {sweep_id} is still validating its data; not started", file=sys.stderr)
             return 0
+        # the supervisor that started us claimed the sweep for us under its own name
+        holder = claim(s, sweep, also_mine=(driver_name(os.getppid()),))
+        if holder is not None:
+            print(f"sweep {sweep_id} is driven by {holder}; not started", file=sys.stderr)
+            return 0
         try:
             spec = SweepSpec.from_stored(sweep.spec)
         except Exception as err:  # noqa: BLE001 - a stored spec it cannot read: fail it, never loop
@@ -78,7 +98,14 @@ def main(argv: list[str]) -> int:
             return 1
     try:
         result = drive(engine, db_url, sweep_id, spec)
-    except Exception as err:  # the sweep failed as a whole: record why, for people and the API
+    except Exception as err:
+        if store_outage(err) is not None or is_transient(err):
+            # the database is down (past the retry bound, or in a call not retried): not the sweep's
+            # fault. Leave it RUNNING; the supervisor resumes it (Tune restores the experiment).
+            log.error("sweep %s: the store is unreachable; exiting (%d) without failing the sweep, so it can "
+                      "be resumed: %s", sweep_id, EXIT_STORE_UNAVAILABLE, store_outage(err) or err)
+            return EXIT_STORE_UNAVAILABLE
+        # the sweep failed as a whole: record why, for people and the API
         log.exception("sweep %s failed", sweep_id)
         with session_scope(engine) as s:
             repo.set_sweep_state(s, sweep_id, SweepState.failed, error=f"driver error: {err}",
@@ -95,10 +122,12 @@ def drive(engine, db_url: str, sweep_id: str, spec: SweepSpec, *, on_progress=No
     home = Path(settings.home)
     with session_scope(engine) as s:
         repo.set_sweep_state(s, sweep_id, SweepState.running, only_from=ACTIVE_SWEEP_STATES)
-        repo.heartbeat(s, sweep_id, controller=driver_name())
+        held = repo.beat(s, sweep_id, controller=driver_name())  # the callers claimed it just now
         sweep = repo.get_sweep(s, sweep_id)
         segment, study = sweep.extensions or 0, sweep.optuna_study_name or f"sweepd-{sweep_id}"
         last = max((t.number for t in repo.list_trials(s, sweep_id)), default=0)
+    if not held:  # taken by another driver in the meantime
+        stop_driving(sweep_id, sweep.controller)
     beat = Heartbeat(engine, sweep_id, on_progress)
     beat.start()
     try:
@@ -135,7 +164,9 @@ def run_local(spec: SweepSpec, *, new: bool = False, on_progress=None, on_start=
             sweep = repo.create_sweep(s, name=spec.name, spec=doc, fingerprint=fingerprint(spec))
             if preflight is not None:
                 repo.add_preflight_event(s, sweep.id, preflight)
-        repo.heartbeat(s, sweep.id, controller=driver_name())
+        holder = claim(s, sweep)
+        if holder is not None:  # another driver took it since find_resumable looked
+            raise RuntimeError(f"sweep {sweep.id} was just taken over by {holder}; run again to start anew")
         sweep_id = sweep.id
     if on_start:
         on_start(sweep_id, resumed)
@@ -161,11 +192,13 @@ def extend_local(sweep_id: str, *, trials: int | None = None, budget: float | No
             raise repo.NotFound(f"no sweep {sweep_id!r}")
         resumed = (sweep.state in ACTIVE_SWEEP_STATES and sweep.state != SweepState.validating.value
                    and trials is None and budget is None and not space)
-        if resumed and driver_alive(sweep.controller):
+        if resumed and driver_holds(sweep):
             raise ExtendConflict(f"sweep {sweep_id!r} is {sweep.state}, driven by {sweep.controller}")
         if not resumed:
             sweep = extend_sweep(s, sweep_id, trials=trials, budget=budget, space=space, by="sweepd extend --local")
-        repo.heartbeat(s, sweep_id, controller=driver_name())
+        holder = claim(s, sweep)  # a reopened sweep has no driver: only a race loses it
+        if holder is not None:
+            raise ExtendConflict(f"sweep {sweep_id!r} is {sweep.state}, driven by {holder}")
         spec = SweepSpec.from_stored(sweep.spec)
     if on_start:
         on_start(sweep_id, spec, resumed)
@@ -183,28 +216,64 @@ def find_resumable(session, spec_doc: dict) -> Sweep | None:
         .order_by(Sweep.created_at.desc())
     ).all()
     for sweep in candidates:
-        if sweep.spec == spec_doc and not driver_alive(sweep.controller):
+        if sweep.spec == spec_doc and not driver_holds(sweep):
             return sweep
     return None
 
 
-class Heartbeat(threading.Thread):
-    """Keeps the sweep's heartbeat fresh and hands progress (trial states) to a callback."""
+def claim(session, sweep: Sweep, *, also_mine: tuple[str, ...] = ()) -> str | None:
+    """Take ``sweep`` (as read in this session) for this process, unless another driver holds it
+    (`driver_holds`); holders in ``also_mine`` are taken over whatever their heartbeat. None when
+    this process holds it now; else who does (the holder seen, or the winner of a race)."""
+    me, holder = driver_name(), sweep.controller
+    if holder != me and holder not in also_mine and driver_holds(sweep):
+        return holder
+    if repo.claim_sweep(session, sweep.id, controller=me, expected=holder):
+        return None
+    return repo.sweep_controller(session, sweep.id) or "another driver"
 
-    def __init__(self, engine, sweep_id: str, on_progress=None) -> None:
+
+def stop_driving(sweep_id: str, holder: str | None) -> None:
+    """This driver lost its sweep to ``holder``: stop now, the way the service stops a driver
+    (SIGTERM; main() exits through Python so Ray shuts down; the sweep stays as it is)."""
+    log.error("sweep %s is now driven by %s; this driver stops", sweep_id, holder)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def driver_holds(sweep: Sweep, *, stale_after: timedelta = STALE_AFTER) -> bool:
+    """Whether the sweep's recorded driver may still be driving it: its heartbeat is fresh and,
+    on this host, its pid still runs the process that wrote that heartbeat. (The supervisor judges
+    a silent driver more carefully, see supervisor.py.)"""
+    beat = sweep.heartbeat_at
+    if not sweep.controller or beat is None or utcnow() - beat >= stale_after:
+        return False
+    return driver_alive(sweep.controller, since=beat) if is_local(sweep.controller) else True
+
+
+class Heartbeat(threading.Thread):
+    """Keeps the sweep's heartbeat fresh while this process holds it, and hands progress (trial
+    states) to a callback. Once another driver holds the sweep it stops beating and calls
+    ``on_lost(sweep_id, holder)`` (default `stop_driving`)."""
+
+    def __init__(self, engine, sweep_id: str, on_progress=None, on_lost=None) -> None:
         super().__init__(daemon=True)
         self.engine, self.sweep_id, self.on_progress = engine, sweep_id, on_progress
+        self.on_lost = on_lost or stop_driving
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(HEARTBEAT_SECONDS):
             try:
                 with session_scope(self.engine) as s:
-                    repo.heartbeat(s, self.sweep_id, controller=driver_name())
-                    if self.on_progress:
+                    holder = None if repo.beat(s, self.sweep_id, controller=driver_name()) else \
+                        repo.sweep_controller(s, self.sweep_id)
+                    if holder is None and self.on_progress:
                         self.on_progress([t.state for t in repo.list_trials(s, self.sweep_id)])
             except Exception:  # a busy database must not kill the sweep; the next beat retries
-                pass
+                continue
+            if holder is not None:
+                self.on_lost(self.sweep_id, holder)
+                return
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -220,10 +289,17 @@ def driver_host(name: str | None) -> str | None:
     return name.split("@", 1)[1] if name and "@" in name else None
 
 
-def driver_alive(name: str | None) -> bool:
-    """A driver "pid@host" on this host is alive when that pid still runs (and is not a zombie).
+def is_local(name: str | None) -> bool:
+    """Whether a driver's "pid@host" names this host (its pid can be looked at here)."""
+    return driver_host(name) == socket.gethostname()
+
+
+def driver_alive(name: str | None, since: datetime | None = None) -> bool:
+    """A driver "pid@host" on this host is alive when that pid still runs (and is not a zombie)
+    and, given ``since`` (its last heartbeat), that process started before it: one started later
+    got the pid after the driver was gone (a reboot, the pids wrapping around).
     A driver on another host is never known alive here: its heartbeat tells."""
-    if driver_host(name) != socket.gethostname():
+    if not is_local(name):
         return False
     pid = name.split("@", 1)[0]
     if not pid.isdigit():
@@ -235,9 +311,23 @@ def driver_alive(name: str | None) -> bool:
     except PermissionError:
         return True
     try:  # a zombie (killed, not yet reaped by its parent) is dead too
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] == "Z":
+            return False
     except (OSError, IndexError):
         return True
+    started = process_started_at(int(pid))
+    return since is None or started is None or started <= since.timestamp() + START_SLACK_SECONDS
+
+
+def process_started_at(pid: int) -> float | None:
+    """When process ``pid`` started (Unix time), from /proc; None where that cannot be read."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])  # field 22
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 if __name__ == "__main__":

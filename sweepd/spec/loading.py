@@ -20,7 +20,7 @@ from sweepd.spec.model import SweepSpec
 from sweepd.spec.sections import ResourcesSpec, SearchSpec
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser: ~5x faster on a big spec
     """SafeLoader that refuses duplicate keys and reads 1e-5 as a float (YAML 1.2 style)."""
 
 

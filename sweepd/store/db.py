@@ -4,6 +4,14 @@
     Session = make_sessionmaker(engine)
     with session_scope(Session) as s:     # commits on success, rolls back on error
         repo.create_sweep(s, name="demo", spec={...})
+
+No secrets in pickles: what a sweep hands to other processes and to Ray Tune (whose experiment
+state pickles the searcher, the scheduler, the callbacks and the trainable's parameters) is
+``public_url(url)``, the URL without its password. Any PostgreSQL connection made without a
+password gets it back at connect time (`_fill_password`, on every engine of the process, Optuna's
+included) from SWEEPD_DATABASE_URL when that names the same server, user and database; else
+libpq's own PGPASSWORD or ~/.pgpass apply. Ray's workers have the same environment (a local Ray
+inherits it; on a cluster its nodes are started with the service's settings).
 """
 
 from __future__ import annotations
@@ -39,6 +47,36 @@ def normalize_url(url: str | URL) -> URL:
     if u.drivername == "postgresql":
         u = u.set(drivername="postgresql+psycopg")
     return u
+
+
+def public_url(url: str | URL) -> str:
+    """``url`` without its password: what may be handed around, logged and pickled."""
+    u = normalize_url(url)  # (URL.set ignores None: build it anew)
+    return URL.create(u.drivername, u.username, None, u.host, u.port, u.database,
+                      u.query).render_as_string(hide_password=False)
+
+
+def _server(host: Any, port: Any, user: Any, database: Any) -> tuple:
+    return (host or None, int(port) if port else None, user or None, database or None)
+
+
+@event.listens_for(Engine, "do_connect")
+def _fill_password(dialect: Any, _record: Any, _cargs: Any, cparams: dict) -> None:
+    """A PostgreSQL connection to the settings' database made without a password (from a
+    public_url) gets the settings' password, read from the environment now, never stored."""
+    if dialect.name != "postgresql" or cparams.get("password"):
+        return
+    from sweepd.settings import Settings
+
+    configured = Settings().database_url
+    if not configured:
+        return
+    u = normalize_url(configured)
+    if u.get_backend_name() != "postgresql" or not u.password:
+        return
+    if _server(u.host, u.port, u.username, u.database) == _server(
+            cparams.get("host"), cparams.get("port"), cparams.get("user"), cparams.get("dbname")):
+        cparams["password"] = u.password
 
 
 def json_dumps(obj: Any) -> str:

@@ -127,6 +127,10 @@ class Sweep(Base):
     warm_start: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # How often the sweep was extended (`sweepd extend`); segment k > 0 runs as its own Tune run.
     extensions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # POST /sweeps's Idempotency-Key (0007): a retried submit finds the sweep its first try made;
+    # the digest is the sha256 of that request's body (the same key with another body is refused).
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_digest: Mapped[str | None] = mapped_column(String(64))
 
     trials: Mapped[list[Trial]] = relationship(
         back_populates="sweep",

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from sweepd.store.db import insert_or_ignore
 from sweepd.store.events import add_event, add_preflight_event, list_events  # noqa: F401  (the repository is their door)
@@ -83,10 +83,14 @@ def create_sweep(
     optuna_study_name: str | None = None,
     fingerprint: str | None = None,
     state: str | SweepState = SweepState.queued,
+    idempotency_key: str | None = None,
+    idempotency_digest: str | None = None,
 ) -> Sweep:
     """A new sweep in state ``queued`` (or ``state``: ``validating`` while the API's data
     preflight runs). Its Optuna study name defaults to ``sweepd-<id>``; ``fingerprint``: see
-    sweepd/engine/fingerprint.py."""
+    sweepd/engine/fingerprint.py. ``idempotency_key`` (POST /sweeps's header) is unique: a second
+    sweep with the same key raises IntegrityError at the flush (then look it up with
+    :func:`sweep_by_idempotency_key`)."""
     sweep_id = id or new_id()
     sweep = Sweep(
         id=sweep_id,
@@ -98,6 +102,8 @@ def create_sweep(
         fingerprint=fingerprint,
         extensions=0,
         created_at=utcnow(),
+        idempotency_key=idempotency_key,
+        idempotency_digest=idempotency_digest,
     )
     session.add(sweep)
     session.flush()
@@ -108,14 +114,22 @@ def get_sweep(session: Session, sweep_id: str) -> Sweep | None:
     return session.get(Sweep, sweep_id)
 
 
+def sweep_by_idempotency_key(session: Session, key: str) -> Sweep | None:
+    """The sweep submitted with this Idempotency-Key, if any (the key is unique)."""
+    return session.scalars(select(Sweep).where(Sweep.idempotency_key == key)).one_or_none()
+
+
 def list_sweeps(
     session: Session,
     *,
     state: str | SweepState | Sequence[str | SweepState] | None = None,
     limit: int = 50,
     offset: int = 0,
+    load_spec: bool = True,
 ) -> Page[Sweep]:
-    """Sweeps, newest first, optionally only those in ``state`` (one state or several)."""
+    """Sweeps, newest first, optionally only those in ``state`` (one state or several).
+    ``load_spec=False``: the spec column is not read (a spec may be a megabyte; the API's list
+    reads only the few fields it shows); touching ``.spec`` then loads it, one query per sweep."""
     if limit < 1 or offset < 0:
         raise ValueError(f"need limit >= 1 and offset >= 0, got limit={limit}, offset={offset}")
     cond = []
@@ -125,6 +139,7 @@ def list_sweeps(
     total = session.scalar(select(func.count()).select_from(Sweep).where(*cond)) or 0
     items = session.scalars(
         select(Sweep)
+        .options(*(() if load_spec else (defer(Sweep.spec),)))
         .where(*cond)
         .order_by(Sweep.created_at.desc(), Sweep.id.desc())
         .limit(limit)
@@ -191,6 +206,30 @@ def heartbeat(session: Session, sweep_id: str, *, controller: str | None = None)
     if session.execute(update(Sweep).where(Sweep.id == sweep_id).values(**values)).rowcount == 0:
         raise NotFound(f"no sweep {sweep_id!r}")
     return now
+
+
+def claim_sweep(session: Session, sweep_id: str, *, controller: str, expected: str | None) -> bool:
+    """Make ``controller`` the sweep's driver, with a fresh heartbeat, only if the column still
+    holds ``expected`` (what the caller saw; None: no driver). A compare-and-set: of two claims
+    made on the same sight, one wins; False for the other."""
+    held = Sweep.controller.is_(None) if expected is None else Sweep.controller == expected
+    stmt = (update(Sweep).where(Sweep.id == sweep_id, held)
+            .values(controller=controller, heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False))
+    return session.execute(stmt).rowcount == 1
+
+
+def beat(session: Session, sweep_id: str, *, controller: str) -> bool:
+    """A driver's heartbeat: fresh only while ``controller`` still holds the sweep; False once
+    another driver claimed it (the caller then stops driving)."""
+    stmt = (update(Sweep).where(Sweep.id == sweep_id, Sweep.controller == controller)
+            .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+    return session.execute(stmt).rowcount == 1
+
+
+def sweep_controller(session: Session, sweep_id: str) -> str | None:
+    """Who holds the sweep now, read from the store (not from an object the session may keep)."""
+    return session.scalar(select(Sweep.controller).where(Sweep.id == sweep_id))
 
 
 def stale_sweeps(session: Session, *, older_than: timedelta, host: str | None = None) -> list[Sweep]:

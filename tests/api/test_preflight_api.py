@@ -219,4 +219,4 @@ def test_the_state_filter_and_metrics_know_validating(api: Api, state: str):
     sid = make_sweep(api.sessions, api.data, state=state)
     assert api.app.state.preflight.futures == {}  # made behind the app's back: nothing runs it
     assert [s["id"] for s in api.get(f"{API}/sweeps", params={"state": state}).json()["items"]] == [sid]
-    assert 'sweepd_sweeps{state="validating"} 1' in api.client.get("/metrics").text
+    assert 'sweepd_sweeps{state="validating"} 1' in api.get("/metrics").text

@@ -3,7 +3,6 @@ port with nothing listening."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
@@ -79,20 +78,42 @@ def test_connection_errors_are_retried_for_every_method():
     assert calls == ["POST"] * 3 and sleeps == [0.1, 0.2]
 
 
-def test_read_timeout_is_not_retried_for_a_submit_but_is_for_a_read():
+def test_read_timeout_is_retried_for_reads_and_keyed_submits_not_for_cancel():
+    """After a read timeout the request may have been served: a read is sent again, and so is a
+    submit, whose Idempotency-Key makes the server answer a repeat with the first sweep; a cancel
+    is not (a second cancel would be a 409 for a cancel that worked)."""
     calls = []
 
     def handler(request):
-        calls.append(request.method)
+        calls.append((request.method, request.headers.get("idempotency-key")))
         raise httpx.ReadTimeout("slow", request=request)
 
     c, sleeps = make(handler)
-    with pytest.raises(ServerUnreachable, match="not retried"):
+    with pytest.raises(ServerUnreachable, match="4 attempts"):
         c.submit({"name": "demo"})
-    assert calls == ["POST"] and sleeps == []
+    assert [m for m, _ in calls] == ["POST"] * 4 and sleeps == [0.1, 0.2, 0.4]
+    assert calls[0][1] and len({k for _, k in calls}) == 1  # one key, on every try
+    calls.clear()
+    with pytest.raises(ServerUnreachable, match="not retried"):
+        c.cancel("s1")
+    assert calls == [("POST", None)]
+    calls.clear()
     with pytest.raises(ServerUnreachable):
         c.get_sweep("s1")
-    assert calls[1:] == ["GET"] * 4
+    assert [m for m, _ in calls] == ["GET"] * 4
+
+
+def test_every_submit_sends_a_new_idempotency_key():
+    keys = []
+
+    def handler(request):
+        keys.append(request.headers["idempotency-key"])
+        return httpx.Response(201, json=SWEEP)
+
+    c, _ = make(handler)
+    c.submit({"name": "a"})
+    c.submit({"name": "a"})
+    assert len(set(keys)) == 2 and all(len(k) == 36 for k in keys)  # str(uuid4())
 
 
 @pytest.mark.parametrize("code,exc", [(400, ClientError), (401, AuthError), (403, AuthError),

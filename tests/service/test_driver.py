@@ -45,17 +45,24 @@ def test_driver_alive_only_for_a_running_pid_on_this_host():
 def test_sweepd_run_resumes_the_newest_unfinished_sweep_of_the_same_spec_whose_driver_is_gone(engine):
     spec = {"name": "again", "search": {"num_trials": 3}}
 
-    def sweep(state: str, controller: str | None, age: int, spec_doc: dict = spec) -> str:
+    def sweep(state: str, controller: str | None, age: int, spec_doc: dict = spec, beat_age: float = 0) -> str:
         with session_scope(engine) as s:
             sw = repo.create_sweep(s, name=spec_doc["name"], spec=spec_doc)
             if state != "queued":
                 repo.set_sweep_state(s, sw.id, state)
             s.execute(update(Sweep).where(Sweep.id == sw.id)
-                      .values(controller=controller, created_at=utcnow() - timedelta(minutes=age)))
+                      .values(controller=controller, created_at=utcnow() - timedelta(minutes=age),
+                              heartbeat_at=utcnow() - timedelta(minutes=beat_age) if controller else None))
             return sw.id
 
+    # a live pid whose heartbeat stopped 10 minutes ago (hung, or the pid is another process now)
+    silent = sweep("running", driver_name(), age=11, beat_age=10)
+    with session_scope(engine) as s:
+        assert find_resumable(s, spec).id == silent
+    with session_scope(engine) as s:
+        repo.set_sweep_state(s, silent, "failed")
     older_dead = sweep("running", f"999999999@{HOST}", age=9)
-    sweep("running", driver_name(), age=1)  # driven right now (this process)
+    sweep("running", driver_name(), age=1)  # driven right now (this process, beating)
     sweep("succeeded", None, age=0)  # finished
     sweep("running", None, age=0, spec_doc={**spec, "search": {"num_trials": 4}})  # another spec
     with session_scope(engine) as s:
@@ -125,3 +132,71 @@ def test_main_fails_a_sweep_whose_stored_spec_it_cannot_read(engine, driver_env,
         sweep = repo.get_sweep(s, sweep_id)
         assert sweep.state == "failed"
         assert sweep.error.startswith("cannot read the sweep's stored spec: SpecError") and "schema_version" in sweep.error
+
+
+def holding(engine, sweep_id: str, controller: str | None, beat_age_seconds: float = 0) -> None:
+    with session_scope(engine) as s:
+        s.execute(update(Sweep).where(Sweep.id == sweep_id).values(
+            controller=controller, heartbeat_at=utcnow() - timedelta(seconds=beat_age_seconds)))
+
+
+def test_main_refuses_a_sweep_another_live_driver_holds_and_takes_its_supervisors_claim(
+        engine, driver_env, monkeypatch, capsys):
+    """#15 finding 9: the driver itself checks the claim, so a second one never drives the sweep."""
+    driven = []
+    monkeypatch.setattr(driver.SweepSpec, "from_stored", staticmethod(lambda doc: doc))
+    monkeypatch.setattr(driver, "drive", lambda engine_, db_url, sweep_id, spec: driven.append(sweep_id) or {
+        "state": "succeeded"})
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        time.sleep(0.1)
+        held = stored_sweep(engine, "running")
+        holding(engine, held, driver_name(other.pid))  # another driver, beating
+        assert driver.main([held]) == 0
+        assert f"driven by {driver_name(other.pid)}; not started" in capsys.readouterr().err
+        assert driven == [] and repo_controller(engine, held) == driver_name(other.pid)
+
+        holding(engine, held, driver_name(other.pid), beat_age_seconds=600)  # silent for 10 minutes: gone
+        assert driver.main([held]) == 0 and driven == [held]
+        assert repo_controller(engine, held) == driver_name()
+    finally:
+        other.kill()
+        other.wait()
+
+    claimed = stored_sweep(engine, "queued")
+    holding(engine, claimed, driver_name(os.getppid()))  # the supervisor that started "us" claimed it
+    assert driver.main([claimed]) == 0 and driven == [held, claimed]
+    assert repo_controller(engine, claimed) == driver_name()
+
+
+def repo_controller(engine, sweep_id: str) -> str | None:
+    with session_scope(engine) as s:
+        return repo.sweep_controller(s, sweep_id)
+
+
+def test_the_heartbeat_stops_once_another_driver_claims_the_sweep(engine):
+    sweep_id = stored_sweep(engine, "running")
+    with session_scope(engine) as s:
+        assert repo.claim_sweep(s, sweep_id, controller=driver_name(), expected=None)
+    first = repo_heartbeat(engine, sweep_id)
+    lost = []
+    beat = driver.Heartbeat(engine, sweep_id, on_lost=lambda sid, holder: lost.append((sid, holder)))
+    beat.start()
+    try:
+        deadline = time.monotonic() + 3 * driver.HEARTBEAT_SECONDS
+        while repo_heartbeat(engine, sweep_id) == first:  # it beats while it holds the sweep
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with session_scope(engine) as s:  # another driver took the sweep over
+            assert repo.claim_sweep(s, sweep_id, controller="4242@elsewhere", expected=driver_name())
+        taken = repo_heartbeat(engine, sweep_id)
+        beat.join(timeout=3 * driver.HEARTBEAT_SECONDS)
+        assert not beat.is_alive() and lost == [(sweep_id, "4242@elsewhere")]
+        assert repo_controller(engine, sweep_id) == "4242@elsewhere" and repo_heartbeat(engine, sweep_id) == taken
+    finally:
+        beat.stop()
+
+
+def repo_heartbeat(engine, sweep_id: str):
+    with session_scope(engine) as s:
+        return repo.get_sweep(s, sweep_id).heartbeat_at

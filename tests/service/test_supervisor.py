@@ -5,73 +5,22 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
 
 from sweepd.service import supervisor as supervisor_module
 from sweepd.service.driver import driver_name
-from sweepd.service.supervisor import DRIVER_COMMAND, Supervisor
-from sweepd.store import Sweep, repo, session_scope
-from sweepd.store.models import utcnow
+from sweepd.service.supervisor import CONFIRM_SECONDS, DRIVER_COMMAND, Supervisor
+from sweepd.store import repo, session_scope
+from tests.service.support import EXITS, HOST, SLEEPS, Clock, dead_pid, get, resumes, state_events, sweep
 
-SLEEPS = [sys.executable, "-c", "import time; time.sleep(60)"]
-EXITS = [sys.executable, "-c", "pass"]
 # ignores SIGTERM, and says so once it does (the supervisor writes a driver's output to its log)
 STUBBORN = [sys.executable, "-c",
             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
             "time.sleep(60)"]
-
-
-@pytest.fixture
-def make_supervisor(engine):
-    made: list[Supervisor] = []
-
-    def make(**kwargs) -> Supervisor:
-        sup = Supervisor(engine, **kwargs)
-        made.append(sup)
-        return sup
-
-    yield make
-    for sup in made:  # no fake driver outlives its test
-        for d in sup.drivers.values():
-            d.proc.kill()
-            d.proc.wait()
-
-
-def sweep(engine, name: str, *, state: str = "queued", age_minutes: float = 0, controller: str | None = None,
-          heartbeat_age_minutes: float | None = None) -> str:
-    with session_scope(engine) as s:
-        sw = repo.create_sweep(s, name=name, spec={})
-        if state != "queued":
-            repo.set_sweep_state(s, sw.id, state)
-        values = {"created_at": utcnow() - timedelta(minutes=age_minutes)}
-        if controller is not None:
-            values["controller"] = controller
-        if heartbeat_age_minutes is not None:
-            values["heartbeat_at"] = utcnow() - timedelta(minutes=heartbeat_age_minutes)
-        s.execute(update(Sweep).where(Sweep.id == sw.id).values(**values))
-        return sw.id
-
-
-def get(engine, sweep_id: str) -> Sweep:
-    with session_scope(engine) as s:
-        return repo.get_sweep(s, sweep_id)
-
-
-def state_events(engine, sweep_id: str) -> list:
-    with session_scope(engine) as s:
-        return repo.list_events(s, sweep_id, kind="state")
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen(EXITS)
-    proc.wait()  # exited and reaped: the pid names no process
-    return proc.pid
 
 
 def wait_for_drivers(sup: Supervisor) -> None:
@@ -116,9 +65,10 @@ def test_starts_queued_sweeps_oldest_first_up_to_max_sweeps(engine, make_supervi
     assert set(sup.drivers) == {middle, newest}
 
 
-def test_resumes_running_sweeps_whose_driver_is_gone(engine, make_supervisor):
-    host = driver_name().split("@", 1)[1]
-    crashed = sweep(engine, "crashed", state="running", controller=f"{dead_pid()}@{host}", heartbeat_age_minutes=0)
+def test_resumes_running_sweeps_whose_driver_is_gone(engine, make_supervisor, monkeypatch):
+    clock = Clock(monkeypatch)
+    gone = f"{dead_pid()}@{HOST}"
+    crashed = sweep(engine, "crashed", state="running", controller=gone, heartbeat_age_minutes=0)
     local_run = sweep(engine, "sweepd-run", state="running", controller=driver_name(), heartbeat_age_minutes=0)
     remote = sweep(engine, "remote", state="running", controller="4242@elsewhere", heartbeat_age_minutes=0)
     remote_silent = sweep(engine, "remote-silent", state="running", controller="4343@elsewhere",
@@ -126,24 +76,31 @@ def test_resumes_running_sweeps_whose_driver_is_gone(engine, make_supervisor):
     sup = make_supervisor(max_sweeps=1, driver_command=SLEEPS, stale_after=timedelta(minutes=1))
 
     sup.tick()
-    # a dead local pid is gone at once, a silent remote driver after stale_after; a live local
-    # driver (`sweepd run` here, this very process) and a remote one that beats are left alone;
+    # a dead local pid is gone at once; a live local driver (`sweepd run` here, this very process)
+    # and a remote one that beats are left alone
+    assert set(sup.drivers) == {crashed}
+    clock.advance(CONFIRM_SECONDS - 0.1)
+    sup.tick()  # a silent remote driver: stale, but on probation for CONFIRM_SECONDS
+    assert set(sup.drivers) == {crashed}
+    clock.advance(0.1)
+    sup.tick()
     # resuming does not count against max_sweeps, which is for queued sweeps
     assert set(sup.drivers) == {crashed, remote_silent}
     for sweep_id in (crashed, remote_silent):
         assert get(engine, sweep_id).controller == driver_name(sup.drivers[sweep_id].proc.pid)
-        [event] = [e for e in state_events(engine, sweep_id) if e.payload.get("restart")]
-        assert event.message == "driver gone; resuming the sweep" and event.payload == {"restart": 1}
+        [event] = resumes(engine, sweep_id)
+        assert event.message == "driver gone; resuming the sweep" and event.payload["restart"] == 1
+    assert resumes(engine, crashed)[0].payload["reason"] == f"its process {gone} is gone"
+    assert resumes(engine, remote_silent)[0].payload["reason"].startswith("no heartbeat from 4343@elsewhere for ")
     for sweep_id in (local_run, remote):
-        assert not [e for e in state_events(engine, sweep_id) if e.payload.get("restart")]
+        assert not resumes(engine, sweep_id)
 
     sup.tick()  # the resumed drivers live: no second restart
     assert sup.restarts == {crashed: 1, remote_silent: 1}
 
 
 def test_fails_a_sweep_whose_driver_keeps_dying_after_max_restarts(engine, make_supervisor):
-    host = driver_name().split("@", 1)[1]
-    sweep_id = sweep(engine, "doomed", state="running", controller=f"{dead_pid()}@{host}", heartbeat_age_minutes=0)
+    sweep_id = sweep(engine, "doomed", state="running", controller=f"{dead_pid()}@{HOST}", heartbeat_age_minutes=0)
     sup = make_supervisor(max_restarts=2, driver_command=EXITS)
 
     for restart in (1, 2):
@@ -159,6 +116,22 @@ def test_fails_a_sweep_whose_driver_keeps_dying_after_max_restarts(engine, make_
     assert [e.payload["restart"] for e in state_events(engine, sweep_id) if "restart" in (e.payload or {})] == [1, 2]
     sup.tick()  # a failed sweep stays failed
     assert sup.drivers == {} and get(engine, sweep_id).state == "failed"
+
+
+def test_a_driver_that_gave_up_on_an_unreachable_store_does_not_count_as_a_restart(engine, make_supervisor):
+    from sweepd.service.driver import EXIT_STORE_UNAVAILABLE
+
+    sweep_id = sweep(engine, "outages", state="running", controller=f"{dead_pid()}@{HOST}", heartbeat_age_minutes=0)
+    sup = make_supervisor(max_restarts=1, driver_command=[sys.executable, "-c",
+                                                          f"raise SystemExit({EXIT_STORE_UNAVAILABLE})"])
+    for outage in range(4):  # four outages in a row, more than max_restarts
+        sup.tick()
+        assert set(sup.drivers) == {sweep_id}, f"outage {outage}"
+        wait_for_drivers(sup)
+    sup.tick()
+    assert get(engine, sweep_id).state == "running" and set(sup.drivers) == {sweep_id}
+    # the first start (after the dead driver) counts; the resumes after store outages do not
+    assert [e.payload["restart"] for e in state_events(engine, sweep_id) if "restart" in (e.payload or {})] == [1, 1, 1, 1, 1]
 
 
 def test_kills_the_driver_of_a_cancelled_sweep_after_the_grace_period(engine, make_supervisor):

@@ -96,3 +96,48 @@ def test_product_code_never_creates_tables_itself():
     root = Path(__file__).resolve().parents[2]
     for path in [*(root / "sweepd").rglob("*.py"), *(root / "api").rglob("*.py")]:
         assert "create_all(" not in path.read_text(), f"{path}: the schema comes from migrations"
+
+
+def test_0007_idempotency_key_upgrades_and_downgrades_with_sweeps_in_place(db_url):
+    """0007 adds sweeps.idempotency_key (unique, nullable) and idempotency_digest: sweeps stored
+    before it keep their rows with no key; the constraint refuses a second sweep with a key taken
+    (what makes concurrent retried submits one sweep) but not several without one; down to 0006
+    the columns go and the rows stay."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    def insert(conn, sweep_id: str, key: str | None = None) -> None:
+        cols = "id, name, state, spec, ledger, created_at, extensions" + (", idempotency_key" if key else "")
+        vals = ":id, 'n', 'queued', '{}', '{}', CURRENT_TIMESTAMP, 0" + (", :key" if key else "")
+        conn.execute(text(f"INSERT INTO sweepd_sweeps ({cols}) VALUES ({vals})"), {"id": sweep_id, "key": key})
+
+    def columns(engine) -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns("sweepd_sweeps")}
+
+    upgrade(db_url, "0006")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            insert(conn, "old1")
+        assert "idempotency_key" not in columns(engine)
+        engine.dispose()
+        upgrade(db_url)
+        assert {"idempotency_key", "idempotency_digest"} <= columns(engine)
+        assert any(u["column_names"] == ["idempotency_key"] for u in inspect(engine).get_unique_constraints("sweepd_sweeps"))
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT idempotency_key FROM sweepd_sweeps WHERE id = 'old1'")).scalar_one() is None
+            insert(conn, "new1", key="k-1")
+            insert(conn, "new2")  # NULL keys never collide
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            insert(conn, "new3", key="k-1")
+        engine.dispose()
+        downgrade(db_url, "0006")
+        assert "idempotency_key" not in columns(engine) and "idempotency_digest" not in columns(engine)
+        with engine.connect() as conn:
+            assert sorted(conn.execute(text("SELECT id FROM sweepd_sweeps")).scalars()) == ["new1", "new2", "old1"]
+        engine.dispose()
+        upgrade(db_url)
+        assert _schema_diff(db_url) == []
+    finally:
+        engine.dispose()
