@@ -59,9 +59,10 @@ def retry_seconds() -> float:
         return DEFAULT_RETRY_SECONDS
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, then its causes: ``__cause__``, ``__context__`` and a DBAPI error's ``orig``
-    (Optuna raises StorageInternalError from SQLAlchemy's error, which wraps the driver's)."""
+def _chain(exc: BaseException, link: str = "orig") -> Iterator[BaseException]:
+    """The exception, then its causes: ``__cause__``, ``__context__`` and the ``link`` attribute
+    (default a DBAPI error's ``orig``: Optuna raises StorageInternalError from SQLAlchemy's error,
+    which wraps the driver's; Ray Tune's wrappers keep theirs as ``cause``)."""
     seen: set[int] = set()
     todo = [exc]
     while todo:
@@ -70,7 +71,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(e))
         yield e
-        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+        linked = getattr(e, link, None)
+        todo += [linked if isinstance(linked, BaseException) else None, e.__cause__, e.__context__]
 
 
 def _sqlite_busy(err: sqlite3.Error) -> bool:
@@ -113,18 +115,7 @@ def is_transient(exc: BaseException) -> bool:
 def store_outage(exc: BaseException) -> StoreUnavailable | None:
     """The StoreUnavailable in an exception's chain (also under Ray Tune's wrappers, which keep it
     as ``__context__`` or ``.cause``), if any."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, StoreUnavailable):
-            return e
-        cause = getattr(e, "cause", None)
-        todo += [cause if isinstance(cause, BaseException) else None, e.__cause__, e.__context__]
-    return None
+    return next((e for e in _chain(exc, link="cause") if isinstance(e, StoreUnavailable)), None)
 
 
 class Outage:
