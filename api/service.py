@@ -50,11 +50,13 @@ def create_service_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _start_supervisor(settings: Settings):
+    from sweepd.service.cluster import service_cluster
     from sweepd.service.supervisor import Supervisor
     from sweepd.store.db import make_engine
 
+    # one Ray for every sweep: SWEEPD_RAY_ADDRESS's, or a local head started when the first sweep runs
     supervisor = Supervisor(make_engine(settings.resolved_database_url), max_sweeps=settings.max_sweeps,
-                            log_dir=settings.home / "logs")
+                            log_dir=settings.home / "logs", cluster=service_cluster(settings.ray_address))
     supervisor.start()
     return supervisor
 

@@ -62,6 +62,14 @@ ACTIVE_SWEEP_STATES: tuple[str, ...] = tuple(s.value for s in SweepState if not 
 SWEEP_STATE_LABELS: dict[str, str] = {SweepState.validating.value: "validating data"}
 
 
+# ---- sharing one cluster (sweepd/service/shares.py) -----------------------------------------
+
+# A sweep's priority, lowest first, and its weight in the cluster's fair share: a high sweep's
+# share is twice a normal one's, four times a low one's.
+PRIORITY_WEIGHTS: dict[str, int] = {"low": 1, "normal": 2, "high": 4}
+PRIORITIES: tuple[str, ...] = tuple(PRIORITY_WEIGHTS)
+
+
 # ---- keys the engine adds to Tune's configs and results ------------------------------------
 
 # Only a trial's final result carries FINAL_MARKER: a trial that ends without it was stopped, and

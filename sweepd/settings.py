@@ -10,7 +10,7 @@ SWEEPD_DATA_ROOTS   os.pathsep-separated folders that spec data and model paths 
 SWEEPD_PUBLIC_READ  1: the API's read routes need no token (writes always do)
 SWEEPD_MAX_BODY_BYTES  largest request body the API accepts (default 1 MiB; larger: 413)
 SWEEPD_HOST, SWEEPD_PORT  where `sweepd serve` listens (default 127.0.0.1:8080; --host/--port win)
-SWEEPD_MAX_SWEEPS   sweeps `sweepd serve` runs at once (default 1; --max-sweeps wins)
+SWEEPD_MAX_SWEEPS   sweeps `sweepd serve` runs at once, sharing its one Ray (default 4; --max-sweeps wins)
 SWEEPD_SUPERVISE    0: `sweepd serve` runs no sweeps, API and dashboard only (default 1; --[no-]supervise wins)
 SWEEPD_ALLOWED_HOSTS  comma-separated Host header names the server answers (default: the loopback
                     names when it listens on loopback, which stops DNS rebinding; any otherwise)
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     # `sweepd serve` sets these two from its options before uvicorn builds the app (api/service.py)
-    max_sweeps: int = 1
+    max_sweeps: int = 4  # they share one Ray cluster fairly (sweepd/service/shares.py)
     supervise: bool = True
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 

@@ -24,7 +24,7 @@ def serve(
     port: Annotated[Optional[int], typer.Option(
         help="Port to listen on.", show_default="SWEEPD_PORT, else 8080")] = None,
     max_sweeps: Annotated[Optional[int], typer.Option(
-        help="Sweeps run at once.", show_default="SWEEPD_MAX_SWEEPS, else 1")] = None,
+        help="Sweeps run at once.", show_default="SWEEPD_MAX_SWEEPS, else 4")] = None,
     supervise: Annotated[Optional[bool], typer.Option(
         "--supervise/--no-supervise", help="Run queued sweeps.", show_default="SWEEPD_SUPERVISE, else on")] = None,
 ) -> None:

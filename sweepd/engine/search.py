@@ -17,6 +17,8 @@ learns a result under params that did not produce it.
 A compute-budget sweep (``search.compute_budget``) gives the searcher a ``BudgetGate``
 (engine/budget.py): before each suggestion it asks the store whether another trial's full cost
 fits what is left, and suggests nothing (waits) or says ``Searcher.FINISHED`` when it does not.
+Under `sweepd serve` a ``ShareGate`` (engine/share_gate.py) likewise holds suggestions back while
+the sweep runs as many trials as the supervisor's fair share of the cluster grants it.
 Likewise a ``failure_gate`` (recorder.SameFailureStopper): once the sweep's first max_concurrent
 trials all failed with the same message, it says ``Searcher.FINISHED``.
 
@@ -34,6 +36,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweepd.engine.budget import FINISHED, WAIT, BudgetGate
+from sweepd.engine.share_gate import ShareGate
 from sweepd.protocol import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
 from sweepd.store.db import SQLITE_BUSY_TIMEOUT_MS
 from sweepd.store.retry import call_with_retry
@@ -43,13 +46,15 @@ NUMBER_ATTR = "sweepd_number"  # the sweep's trial number, on each Optuna trial
 
 class SweepOptunaSearch(OptunaSearch):
     def __init__(self, *args, intermediate_key: str = "loss", time_attr: str = "samples",
-                 budget: BudgetGate | None = None, first_number: int = 1, failure_gate=None, **kwargs):
+                 budget: BudgetGate | None = None, first_number: int = 1, failure_gate=None,
+                 share: ShareGate | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._intermediate_key = intermediate_key
         self._time_attr = time_attr
         self._numbered = first_number - 1  # an extended sweep's new Tune run numbers on from its last trial
         self._budget = budget
         self._failure_gate = failure_gate  # recorder.SameFailureStopper: the first trials all failed alike
+        self._share = share  # the running-trial limit the service grants the sweep (engine/share_gate.py)
         self._launched: dict[str, tuple[int, dict]] = {}  # trial id -> (number, params)
 
     def running_trials(self) -> dict[int, dict]:
@@ -60,6 +65,9 @@ class SweepOptunaSearch(OptunaSearch):
         if (getattr(self, "_failure_gate", None) is not None and trial_id not in self._ot_trials
                 and self._failure_gate.finished()):
             return Searcher.FINISHED
+        if (getattr(self, "_share", None) is not None and trial_id not in self._ot_trials
+                and not self._share.allows(len(self.running_trials()))):
+            return None  # over its share of the cluster: ask again later (a slot frees, or the share grows)
         if self._budget is not None and trial_id not in self._ot_trials:
             verdict = self._budget.verdict(self.running_trials())
             if verdict == FINISHED:
@@ -69,9 +77,12 @@ class SweepOptunaSearch(OptunaSearch):
         config = super().suggest(trial_id)
         if isinstance(config, dict):
             self._numbered += 1
-            self._launched[trial_id] = (self._numbered, config)
-            config = {**config, NUMBER_KEY: self._numbered}
-            self._ot_trials[trial_id].set_user_attr(NUMBER_ATTR, self._numbered)
+            # a trial run again after a resume from the store comes enqueued under its own number
+            # (engine/store_resume.py); it keeps it, and takes one of the run's places all the same
+            number = self._ot_trials[trial_id].user_attrs.get(NUMBER_ATTR, self._numbered)
+            self._launched[trial_id] = (number, config)
+            config = {**config, NUMBER_KEY: number}
+            self._ot_trials[trial_id].set_user_attr(NUMBER_ATTR, number)
         return config
 
     def _finished_in_storage(self, trial_id: str) -> bool:
@@ -206,9 +217,11 @@ def optuna_storage(database_url: str) -> RetryingRDBStorage:
     return RetryingRDBStorage(database_url, engine_kwargs=kwargs)
 
 
-def close_orphaned_trials(database_url: str, study_name: str) -> int:
+def close_orphaned_trials(database_url: str, study_name: str, reasons: dict[int, str] | None = None) -> int:
     """After the sweep: Optuna trials still RUNNING were asked for before a crash and never run
-    (the resumed searcher does not know them). Mark them FAIL so the study reads true."""
+    (the resumed searcher does not know them). Mark them FAIL so the study reads true. ``reasons``:
+    a reason of its own for the trial of a sweep number (NUMBER_ATTR), e.g. one that was running
+    when the driver died and is run again (engine/store_resume.py)."""
     storage = optuna_storage(database_url)
     try:
         study_id = storage.get_study_id_from_name(study_name)
@@ -216,7 +229,8 @@ def close_orphaned_trials(database_url: str, study_name: str) -> int:
         return 0
     orphans = [t for t in storage.get_all_trials(study_id, deepcopy=False) if t.state == TrialState.RUNNING]
     for t in orphans:
-        storage.set_trial_system_attr(t._trial_id, "sweepd_orphaned", "asked before a crash, never run")
+        why = (reasons or {}).get(t.user_attrs.get(NUMBER_ATTR), "asked before a crash, never run")
+        storage.set_trial_system_attr(t._trial_id, "sweepd_orphaned", why)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     storage.remove_session()
     return len(orphans)

@@ -23,9 +23,10 @@ from sweepd.engine.budget import BudgetGate
 from sweepd.engine.cancel import CancelStopper
 from sweepd.engine.checkpoints import CheckpointCleanup
 from sweepd.engine.recorder import DecisionWriter, SameFailureStopper, StoreRecorder, trial_key
+from sweepd.engine.share_gate import ShareGate
 from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
 from sweepd.engine.trainable import run_trial_in_tune
-from sweepd.engine import warm_start
+from sweepd.engine import store_resume, warm_start
 from sweepd.spec import SweepSpec
 from sweepd.store.db import public_url
 from sweepd.engine.tune_scheduler import EarlySignalScheduler
@@ -49,8 +50,8 @@ def ensure_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+    else:  # a Ray of its own ("local": never one found on the machine, such as a service's)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                  num_cpus=os.cpu_count())
 
 
@@ -72,6 +73,7 @@ def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path, *, stu
         metric=metric, mode=mode, intermediate_key="loss", time_attr=spec.pruner_time_attr,
         budget=BudgetGate.for_spec(spec, db_url, sweep_id),  # compute_budget: stop when spent
         failure_gate=same_failure(spec, db_url, sweep_id, first_number),  # the first trials all failed alike
+        share=ShareGate(db_url, sweep_id),  # its fair share of a cluster shared with other sweeps
     )
     scheduler = EarlySignalScheduler(spec.pruner_config(), metric=metric, mode=mode,
                                      on_decision=DecisionWriter(db_url, sweep_id),
@@ -133,6 +135,9 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
         tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
+        # trials in the store but no Tune experiment to restore: go on from the store (store_resume.py)
+        resumed = store_resume.plan(db_url, sweep_id, first_number)
+        first_number = resumed.first_number if resumed else first_number
         if spec.planned_trials < first_number:
             log.info("sweep %s: all %d trials exist; nothing to run", sweep_id, spec.planned_trials)
             return
@@ -142,6 +147,8 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
         if segment == 0:  # a fresh start, before the first suggestion (a resume or an extension has its prior)
             warm_start.warm_start(spec, sweep_id=sweep_id, db_url=db_url, study_name=study_name,
                                   pruner=tune_config.scheduler.pruner)
+        if resumed:
+            store_resume.apply(resumed, spec, db_url=db_url, study_name=study_name, scheduler=tune_config.scheduler)
         run_config = tune.RunConfig(
             # the recorder first: a trial's last points are stored before its checkpoints go
             name=exp.name, storage_path=str(exp.parent), verbose=0, callbacks=[recorder, CheckpointCleanup()],

@@ -26,8 +26,13 @@ database only one starts a driver; it then hands the claim to the driver's pid. 
 its parent's claim and refuses a sweep another live driver holds (see driver.py).
 
 Drivers are local subprocesses (`python -m sweepd.service.driver ID`) that die with the service
-(PR_SET_PDEATHSIG), so a killed service leaves no orphan to fight with its successor. With
-SWEEPD_RAY_ADDRESS set they drive their trials on that Ray cluster.
+(PR_SET_PDEATHSIG), so a killed service leaves no orphan to fight with its successor.
+
+One Ray for all of them (``cluster``, sweepd/service/cluster.py): the service's own local head, or
+SWEEPD_RAY_ADDRESS's cluster; every driver joins it, so concurrent sweeps share its resources
+through Ray's scheduler. Queued sweeps start highest priority first, then oldest; every tick the
+running ones get their fair share of the cluster as a running-trial limit in the store
+(sweepd/service/share_keeper.py), which their searchers obey.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sweepd.protocol import SweepState
+from sweepd.protocol import PRIORITY_WEIGHTS, SweepState
+from sweepd.service.share_keeper import ShareKeeper
 from sweepd.service.driver import (EXIT_STORE_UNAVAILABLE, HEARTBEAT_SECONDS, STALE_AFTER, driver_alive, driver_name,
                                    is_local)
 from sweepd.store import repo
@@ -82,7 +88,8 @@ class Supervisor:
 
     def __init__(self, engine, *, max_sweeps: int = 1, max_restarts: int = 3, tick_seconds: float = 1.0,
                  log_dir: Path | None = None, driver_command: Sequence[str] = DRIVER_COMMAND,
-                 cancel_grace_seconds: float = CANCEL_GRACE_SECONDS, stale_after: timedelta = STALE_AFTER) -> None:
+                 cancel_grace_seconds: float = CANCEL_GRACE_SECONDS, stale_after: timedelta = STALE_AFTER,
+                 cluster=None) -> None:
         if max_sweeps < 1:
             raise ValueError(f"max_sweeps must be at least 1, got {max_sweeps}")
         if max_restarts < 0:
@@ -100,6 +107,9 @@ class Supervisor:
         self.silent: dict[str, tuple[datetime | None, float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # the Ray every driver joins (sweepd/service/cluster.py; None: each driver starts its own)
+        self.cluster = cluster
+        self.shares = ShareKeeper(engine, cluster)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -121,6 +131,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 d.proc.kill()
                 d.proc.wait()
+        if self.cluster is not None:
+            self.cluster.stop()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -159,7 +171,11 @@ class Supervisor:
         self._enforce_cancel(cancelled)
         queued = [sw for sw in active if sw.state == SweepState.queued.value and sw.id not in self.drivers
                   and (sw.controller is None or self._gone(sw, now))]  # not one another driver holds
-        self._start_queued(queued)
+        started = self._start_queued(queued)
+        running = [sw.id for sw in active if sw.state == SweepState.running.value or sw.id in started]
+        full = f"a sweep slot: {len(self.drivers)} of {self.max_sweeps} running" \
+            if len(self.drivers) >= self.max_sweeps else None
+        self.shares.tick(running, {sw.id: full for sw in queued if sw.id not in started})
 
     def _gone(self, sw: Sweep, now: float) -> str | None:
         """Why the sweep's recorded driver (not one of ours) is gone; None while it may be driving."""
@@ -223,10 +239,12 @@ class Supervisor:
                 log.warning("driver of cancelled sweep %s did not stop; killing it", sweep_id)
                 d.proc.kill()
 
-    def _start_queued(self, queued: list[Sweep]) -> None:
+    def _start_queued(self, queued: list[Sweep]) -> set[str]:
+        """Start drivers for queued sweeps, highest priority first, then oldest, while slots are
+        free; the ids of those started."""
         free = self.max_sweeps - len(self.drivers)
         if free <= 0:
-            return
+            return set()
         waiting = []
         for sw in queued:
             count, last = self.failed_starts.get(sw.id, (0, 0.0))
@@ -238,11 +256,13 @@ class Supervisor:
                 continue
             if time.monotonic() - last >= self._start_backoff(sw.id):
                 waiting.append(sw)
-        started = 0
-        for sweep in sorted(waiting, key=lambda sw: sw.created_at):
-            if started == free:
+        started: set[str] = set()
+        for sweep in sorted(waiting, key=lambda sw: (-PRIORITY_WEIGHTS.get(sw.priority, 0), sw.created_at)):
+            if len(started) == free:
                 break
-            started += self._spawn(sweep.id, seen=sweep.controller)
+            if self._spawn(sweep.id, seen=sweep.controller):
+                started.add(sweep.id)
+        return started
 
     def _spawn(self, sweep_id: str, *, seen: str | None, event: tuple[str, dict] | None = None) -> bool:
         """Claim the sweep (if ``controller`` still holds ``seen``), then start its driver; False
@@ -261,9 +281,11 @@ class Supervisor:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"driver-{sweep_id}.log", "ab")
         try:
+            # the drivers join the service's one Ray (its address and token in their environment)
+            env = {**os.environ, **(self.cluster.driver_env() if self.cluster is not None else {})}
             proc = subprocess.Popen([*self.driver_command, sweep_id], stdout=out,
                                     stderr=subprocess.STDOUT if out else None, preexec_fn=_die_with_parent,
-                                    env=dict(os.environ))
+                                    env=env)
         finally:
             if out:
                 out.close()

@@ -131,6 +131,12 @@ class Sweep(Base):
     # the digest is the sha256 of that request's body (the same key with another body is refused).
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     idempotency_digest: Mapped[str | None] = mapped_column(String(64))
+    # Sharing one Ray cluster (0008; sweepd/service/shares.py): the sweep's priority (low, normal,
+    # high; from the spec, changeable while it runs), the running-trial limit the supervisor grants
+    # it (None: no limit but its own max_concurrent), and why it runs fewer trials than it could.
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
+    trial_limit: Mapped[int | None] = mapped_column(Integer)
+    waiting_for: Mapped[str | None] = mapped_column(Text)
 
     trials: Mapped[list[Trial]] = relationship(
         back_populates="sweep",

@@ -104,6 +104,7 @@ def create_sweep(
         created_at=utcnow(),
         idempotency_key=idempotency_key,
         idempotency_digest=idempotency_digest,
+        priority=str(spec.get("priority") or "normal"),
     )
     session.add(sweep)
     session.flush()
@@ -390,6 +391,14 @@ from sweepd.store.tokens import (  # noqa: E402,F401
     token_state,
     touch_token,
     verify_token,
+)
+from sweepd.store.sharing import (  # noqa: E402,F401
+    queue_positions,
+    queued_in_order,
+    set_priority,
+    set_share,
+    sweep_trial_limit,
+    trial_counts,
 )
 from sweepd.store.sweep_history import (  # noqa: E402,F401
     extend_sweep,
