@@ -13,7 +13,7 @@ export SWEEPD_HOME ?= $(CURDIR)/.sweepd
 # DeepSpeed picks its accelerator itself; on a CPU-only machine make that explicit.
 export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 
-.PHONY: setup demo demo-trial test test-fast bench data clean pg-start pg-stop
+.PHONY: setup demo demo-trial test test-fast bench data clean pg-start pg-stop frozen-db
 
 # uPlot for the dashboard's curves, from the npm registry (pinned + sha512 in vendor.lock.json).
 VENDOR_JS := api/dashboard/static/vendor/uPlot.iife.min.js
@@ -56,6 +56,15 @@ pg-start:
 pg-stop:
 	@bash scripts/postgres.sh stop
 
+# Remake the frozen databases of schema 0007 (tests/data/frozen/README.md): made by the release
+# that has that schema (a git worktree of it), with this checkout's virtual environment.
+FROZEN_COMMIT := 18a7b46
+FROZEN_TREE ?= /tmp/sweepd-0007
+frozen-db: setup
+	test -d $(FROZEN_TREE) || git worktree add --detach $(FROZEN_TREE) $(FROZEN_COMMIT)
+	export SWEEPD_TEST_POSTGRES_URL="$${SWEEPD_TEST_POSTGRES_URL:-$$(bash scripts/postgres.sh start)}" && \
+	cd $(FROZEN_TREE) && PYTHONPATH=$(FROZEN_TREE) $(CURDIR)/$(PY) $(CURDIR)/tests/data/frozen/make_frozen.py
+
 # The throughput benchmark's peers (TRL) come from the `bench` extra, pinned in constraints.txt.
 BENCH_STAMP := $(VENV)/.sweepd-bench-installed
 $(BENCH_STAMP): $(STAMP)
@@ -89,6 +98,14 @@ bench-report: setup
 
 bench-pruning: setup
 	nice -n 10 $(PY) -m benchmarks.pruning.bench
+
+# What orchestration costs (issue 16): 1,000 replay trials through sweepd and through stock Ray Tune
+# (wall / ideal), and results/s into the store on SQLite and PostgreSQL. ~45 min on 2 shared cores;
+# a first reading: make bench-orchestration ORCH_ARGS="--trials 100". Not part of `make bench`.
+ORCH_ARGS ?=
+.PHONY: bench-orchestration
+bench-orchestration: setup
+	$(PY) -m benchmarks.orchestration $(ORCH_ARGS)
 
 # A ~1.1B Llama-shaped model (random weights, built here) through the real trainer on this machine's
 # GPU(s): ZeRO-2 and ZeRO-3, 1 worker (and 2 with two GPUs), 20 steps each; one line per run, exit 1

@@ -1,7 +1,7 @@
 """What the REST API takes and returns (the OpenAPI schema is generated from these).
 
-Create schemas describe request bodies, Public schemas the responses. The sweep spec itself
-(``SweepCreate``) is ``sweepd.spec.SweepSpec``: one model for the CLI, the engine and the API.
+Create and Update schemas describe request bodies, Public schemas the responses. The sweep spec
+itself (``SweepCreate``) is ``sweepd.spec.SweepSpec``: one model for the CLI, the engine and the API.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sweepd.spec import SweepSpec
 from sweepd.store.tokens import DURATION_PATTERN, NAME_PATTERN
 from sweepd.store.models import SweepState, TrialState
+
+# A sweep's priority (sweepd.protocol.PRIORITIES, lowest first).
+SweepPriority = Literal["low", "normal", "high"]
 
 # The body of POST /sweeps: a sweep spec, as JSON or YAML (validated with sweepd.spec.parse_spec).
 SweepCreate = SweepSpec
@@ -113,6 +116,20 @@ class SweepPublic(BaseModel):
     fingerprint: str | None = Field(None, description=(
         "sha256 of the model, the data files' contents and the objective: sweeps with the same name and "
         "fingerprint warm-start from each other (search.warm_start: previous)"))
+    # sharing one cluster (issue 16): what the supervisor decided for this sweep, and why
+    priority: SweepPriority = Field("normal", description=(
+        "its weight when sweeps share the cluster (low 1, normal 2, high 4) and its place in the queue; "
+        "PATCH /sweeps/{id} changes it"))
+    max_concurrent: int = Field(1, description="search.max_concurrent: the most trials it runs at once")
+    trial_limit: int | None = Field(None, description=(
+        "the running-trial limit the supervisor grants it, its fair share of the cluster; "
+        "null: no limit but max_concurrent"))
+    running_trials: int = Field(0, description="its trials in state running")
+    queue_position: int | None = Field(None, description=(
+        "a queued sweep's place in the queue, 1 starts next (highest priority first, then oldest); "
+        "null when not queued"))
+    waiting_for: str | None = Field(None, description=(
+        "why it runs fewer trials than it could, e.g. 'a sweep slot: 4 of 4 running'; null when it does not wait"))
 
 
 class WarmStartOut(BaseModel):
@@ -153,6 +170,16 @@ class SweepExtend(BaseModel):
         if self.trials is None and self.budget is None:
             raise ValueError("say how much more to run: trials and/or budget")
         return self
+
+
+class SweepUpdate(BaseModel):
+    """The body of PATCH /sweeps/{id}: what to change on a sweep that has not finished."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: SweepPriority = Field(description=(
+        "low, normal or high: a queued sweep moves in the queue at once, a running one's share of the "
+        "cluster follows at the supervisor's next round"))
 
 
 class SweepPage(BaseModel):

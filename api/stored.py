@@ -2,8 +2,8 @@
 
 The spec was validated when it was stored (POST /sweeps, extend); a read never validates it again
 (#15: every GET of a sweep, and every row of the list, used to rebuild the whole ``SweepSpec``).
-A read needs three things from it: the objective, the trial count the spec plans, and whether it
-has a compute budget. ``summaries`` gets them with the database's JSON operators, so a page of
+A read needs four things from it: the objective, the trial count the spec plans, whether it
+has a compute budget, and how many trials it runs at once. ``summaries`` gets them with the database's JSON operators, so a page of
 sweeps never loads whole specs (a spec may be a megabyte), and keeps them per sweep and extension
 (a stored spec changes only when its sweep is extended); ``summary_of`` reads them from a document
 already loaded. A document that something else wrote is read as far as it makes sense.
@@ -42,6 +42,7 @@ class SpecSummary:
     objective: ObjectiveOut
     planned: int  # trials the spec plans: num_trials, capped by the grid's size for grid search
     has_budget: bool  # search.compute_budget is set
+    max_concurrent: int = 1  # search.max_concurrent: trials at once (the share shown without a limit)
 
 
 def _objective(raw: Any) -> ObjectiveOut:
@@ -70,13 +71,15 @@ def _grid_size(space: Any) -> int | None:
     return math.prod(sizes)
 
 
-def _summary(objective: Any, algorithm: Any, num_trials: Any, compute_budget: Any, space: Any = None) -> SpecSummary:
+def _summary(objective: Any, algorithm: Any, num_trials: Any, compute_budget: Any, space: Any = None,
+             max_concurrent: Any = None) -> SpecSummary:
     planned = _int(num_trials)
     if algorithm == "grid":  # as SweepSpec.planned_trials
         size = _grid_size(space)
         if size is not None:
             planned = min(planned, size)
-    return SpecSummary(objective=_objective(objective), planned=planned, has_budget=compute_budget is not None)
+    return SpecSummary(objective=_objective(objective), planned=planned, has_budget=compute_budget is not None,
+                       max_concurrent=_int(max_concurrent) or 1)
 
 
 def summary_of(doc: Any) -> SpecSummary:
@@ -84,7 +87,7 @@ def summary_of(doc: Any) -> SpecSummary:
     doc = doc if isinstance(doc, dict) else {}
     search = doc.get("search") if isinstance(doc.get("search"), dict) else {}
     return _summary(doc.get("objective"), search.get("algorithm"), search.get("num_trials"),
-                    search.get("compute_budget"), search.get("space"))
+                    search.get("compute_budget"), search.get("space"), search.get("max_concurrent"))
 
 
 def summaries(session: Session, sweeps: Sequence[Sweep]) -> dict[str, SpecSummary]:
@@ -99,16 +102,17 @@ def summaries(session: Session, sweeps: Sequence[Sweep]) -> dict[str, SpecSummar
     search = ("search",)
     rows = session.execute(
         select(Sweep.id, Sweep.spec["objective"], Sweep.spec[search + ("algorithm",)],
-               Sweep.spec[search + ("num_trials",)], Sweep.spec[search + ("compute_budget",)])
+               Sweep.spec[search + ("num_trials",)], Sweep.spec[search + ("compute_budget",)],
+               Sweep.spec[search + ("max_concurrent",)])
         .where(Sweep.id.in_(list(missing)))
     ).all()
-    grids = [sid for sid, _, algorithm, _, _ in rows if algorithm == "grid"]
+    grids = [sid for sid, _, algorithm, _, _, _ in rows if algorithm == "grid"]
     spaces: dict[str, Any] = {}
     if grids:
         spaces = dict(session.execute(select(Sweep.id, Sweep.spec[search + ("space",)])
                                       .where(Sweep.id.in_(grids))).all())
-    for sid, obj, algorithm, n, budget in rows:
-        out[sid] = _keep(_summaries, missing[sid], _summary(obj, algorithm, n, budget, spaces.get(sid)))
+    for sid, obj, algorithm, n, budget, concurrent in rows:
+        out[sid] = _keep(_summaries, missing[sid], _summary(obj, algorithm, n, budget, spaces.get(sid), concurrent))
     return out
 
 

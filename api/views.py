@@ -18,7 +18,7 @@ from sweepd.engine.budget import account, trial_uses
 from sweepd.spec import SweepSpec
 from sweepd.store import repo
 from sweepd.store.models import Sweep, Trial, TrialState, utcnow
-from sweepd.protocol import ACTIVE_SWEEP_STATES, FINISHED_TRIAL_STATES
+from sweepd.protocol import ACTIVE_SWEEP_STATES, FINISHED_TRIAL_STATES, PRIORITIES, SweepState
 
 log = logging.getLogger("sweepd.api")
 
@@ -148,7 +148,18 @@ def _fields(sweep: Sweep) -> dict[str, Any]:
         "id": sweep.id, "name": sweep.name, "state": sweep.state, "created_at": sweep.created_at,
         "started_at": sweep.started_at, "finished_at": sweep.finished_at, "error": sweep.error,
         "ledger": sweep.ledger or {}, "fingerprint": sweep.fingerprint,
+        # a value something else wrote reads as the default rather than failing the page
+        "priority": sweep.priority if sweep.priority in PRIORITIES else "normal",
+        "trial_limit": sweep.trial_limit, "waiting_for": sweep.waiting_for,
     }  # fmt: skip
+
+
+def queue_positions(session: Session, sweeps: Sequence[Sweep]) -> dict[str, int]:
+    """{sweep_id: place in the queue} for the queued sweeps among these: one query, and none when
+    no sweep of the page is queued."""
+    if not any(s.state == SweepState.queued.value for s in sweeps):
+        return {}
+    return repo.queue_positions(session)
 
 
 def sweep_publics(session: Session, sweeps: Sequence[Sweep],
@@ -160,6 +171,7 @@ def sweep_publics(session: Session, sweeps: Sequence[Sweep],
     counts = trial_counts(session, [s.id for s in sweeps])
     best = best_trials(session, sweeps, {s.id: specs[s.id].objective.mode for s in sweeps})
     budget = budgets(session, sweeps, specs)
+    queue = queue_positions(session, sweeps)
 
     def planned(s: Sweep) -> int:
         b = budget.get(s.id)
@@ -172,6 +184,9 @@ def sweep_publics(session: Session, sweeps: Sequence[Sweep],
             progress=_progress(planned(s), counts[s.id]),
             best=_best(best.get(s.id)),
             budget=budget.get(s.id),
+            max_concurrent=specs[s.id].max_concurrent,
+            running_trials=counts[s.id].get(TrialState.running.value, 0),
+            queue_position=queue.get(s.id),
         )
         for s in sweeps
     ]

@@ -1,5 +1,5 @@
 """A small Python client for the sweepd REST API (``/api/v1``), used by ``sweepd submit``,
-``status``, ``cancel`` and ``extend``, and by anything else that wants to drive sweepd.
+``status``, ``cancel``, ``extend`` and ``priority``, and by anything else that wants to drive sweepd.
 
     from sweepd.client import SweepdClient
 
@@ -18,7 +18,7 @@ whose ``str()`` is one line:
 - :class:`AuthError`          401/403: missing, wrong or revoked token
 - :class:`NotFoundError`      404: no such sweep
 - :class:`SpecRejected`       422: the spec is invalid; ``.errors`` is ``[(field_path, msg), ...]``
-- :class:`ConflictError`      409: e.g. cancelling a sweep that has already finished
+- :class:`ConflictError`      409: e.g. cancelling (or reprioritising) a sweep that has already finished
 - :class:`ServerUnreachable`  no answer (or only 502/503/504) after all the retries
 - :class:`WaitTimeout`        :meth:`SweepdClient.wait` gave up after ``timeout`` seconds
 """
@@ -47,8 +47,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 # Transport errors after which the request certainly did not reach the server: safe to retry
 # for every method. Others (read timeouts, dropped connections) are retried only for requests
-# safe to send twice: reads, and a submit with its Idempotency-Key (the server answers a repeat
-# with the sweep the first one made). Cancel and extend are not retried after them.
+# safe to send twice: reads, a submit with its Idempotency-Key (the server answers a repeat
+# with the sweep the first one made) and a priority change. Cancel and extend are not retried after them.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -351,6 +351,13 @@ class SweepdClient:
     def cancel(self, sweep_id: str) -> Any:
         """Ask the server to cancel the sweep (202); ConflictError when it has already finished."""
         return self._json("POST", f"{API}/sweeps/{sweep_id}/cancel")
+
+    def set_priority(self, sweep_id: str, priority: str) -> dict[str, Any]:
+        """Change the sweep's priority (low, normal or high): a queued sweep moves in the queue, a
+        running one's share of the cluster follows. Returns the sweep; ConflictError when it has
+        already finished, SpecRejected (naming ``priority``) for a value the server refuses."""
+        # idempotent: setting the same priority twice is the same as once (a retry is safe)
+        return self._json("PATCH", f"{API}/sweeps/{sweep_id}", idempotent=True, json={"priority": priority})
 
     def extend(self, sweep_id: str, *, trials: int | None = None, budget: float | None = None,
                space: str | os.PathLike | Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -12,7 +12,10 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-BUILTIN_MODELS = ("builtin:tiny",)
+from .replay_config import REPLAY_MODEL, ReplayConfig
+
+# builtin:replay trains nothing: it replays recorded curves (trainer/replay.py), and reads no data
+BUILTIN_MODELS = ("builtin:tiny", REPLAY_MODEL)
 MAX_MICRO_BATCH_TOKENS = 10_000_000
 
 
@@ -21,12 +24,20 @@ class Strict(BaseModel):
 
 
 class ModelConfig(Strict):
-    path: str = Field(description="builtin:tiny, or a Hugging Face model directory on disk")
+    path: str = Field(description="builtin:tiny, builtin:replay (recorded curves, no training), "
+                                  "or a Hugging Face model directory on disk")
+    # exclude_if: a model other than builtin:replay is stored as before, with no `replay: null`
+    replay: ReplayConfig | None = Field(None, exclude_if=lambda v: v is None, description=(
+        "builtin:replay only: which recorded curves, at what pace (default: builtin:curve_bank as recorded)"))
 
     @model_validator(mode="after")
     def _known_builtin(self) -> "ModelConfig":
         if self.path.startswith("builtin:") and self.path not in BUILTIN_MODELS:
             raise ValueError(f"unknown builtin model {self.path!r}; known: {', '.join(BUILTIN_MODELS)}")
+        if self.replay is not None and self.path != REPLAY_MODEL:
+            raise ValueError(f"model.replay is only for path {REPLAY_MODEL} (got path {self.path!r})")
+        if self.path == REPLAY_MODEL and self.replay is None:
+            self.replay = ReplayConfig()
         return self
 
 
@@ -36,7 +47,8 @@ class DataFile(Strict):
 
 
 class DataConfig(Strict):
-    train: Annotated[list[DataFile], Field(min_length=1)]
+    # empty only for builtin:replay, which reads no data (TrialConfig and the sweep spec check it)
+    train: list[DataFile]
     eval: list[DataFile] = []
     max_seq_len: Annotated[int, Field(ge=8, le=131072)] = 512
     strategy: Literal["stacked", "phased"] = "stacked"
@@ -148,6 +160,21 @@ class TrialConfig(Strict):
     eval: EvalConfig = EvalConfig()
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     output_dir: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replay_reads_no_data(cls, raw):
+        """A builtin:replay trial may leave ``data`` out: it reads none."""
+        model = raw.get("model") if isinstance(raw, dict) else None
+        if isinstance(model, dict) and model.get("path") == REPLAY_MODEL and "data" not in raw:
+            return {**raw, "data": {"train": []}}
+        return raw
+
+    @model_validator(mode="after")
+    def _data_to_train_on(self) -> "TrialConfig":
+        if not self.data.train and self.model.path != REPLAY_MODEL:
+            raise ValueError(f"data.train: empty: give at least one train file (only {REPLAY_MODEL} reads no data)")
+        return self
 
     @model_validator(mode="after")
     def _batch_fits_workers(self) -> "TrialConfig":

@@ -34,6 +34,7 @@ from .evaluation import evaluate
 from .loss import summed_loss  # chunked head + cross-entropy: never the micro-batch's full fp32 logits
 from .memory import MemorySetupError, apply_activation_checkpointing, make_optimizer, offload_config
 from .models import load_model
+from .replay_config import REPLAY_MODEL
 from .reporting import NullReporter, Reporter
 from .schedules import make_scheduler
 
@@ -100,6 +101,10 @@ def run_trial(cfg: TrialConfig, reporter: Reporter, *, checkpoint_dir: str | Pat
               resume_from: str | Path | None = None) -> dict:
     """One trial. `checkpoint_dir`: where `resources.checkpoint_every` writes checkpoints (none
     without it); `resume_from`: a checkpoint (trainer/checkpoint.py) to continue from."""
+    if cfg.model.path == REPLAY_MODEL:  # recorded curves, no training (trainer/replay.py)
+        from .replay import replay_trial
+
+        return replay_trial(cfg, reporter)
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     info = distributed.setup(cfg.resources.device)
     import deepspeed

@@ -196,7 +196,7 @@ def preflight(data: DataConfig, model_path: str, *, cache_dir: str | os.PathLike
     t0 = time.perf_counter()
     policy = {"max_seq_len": data.max_seq_len, "overlong": data.overlong, "lenient": data.lenient}
     files: list[dict[str, Any]] = []
-    if chat is None:
+    if chat is None and (data.train or data.eval):  # no files (builtin:replay): no tokenizer to load
         try:
             chat = load_chat_tokenizer(model_path)
         except DataError as err:

@@ -1,5 +1,5 @@
-"""/api/v1/sweeps: submit, list, inspect, cancel and extend sweeps; their trials, curves, events,
-calibration and report."""
+"""/api/v1/sweeps: submit, list, inspect, reprioritise, cancel and extend sweeps; their trials,
+curves, events, calibration and report."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from api.schemas import (
     SweepExtend,
     SweepPage,
     SweepPublic,
+    SweepUpdate,
     TrialList,
     TrialPublic,
 )
@@ -169,6 +170,28 @@ def list_sweeps(
 @router.get("/{sweep_id}", responses=READ_ERRORS, summary="A sweep: state, progress, best trial, ledger and spec")
 def get_sweep(sweep_id: SweepId, session: ReadSessionDep) -> SweepDetail:
     return views.sweep_detail(session, views.sweep_or_404(session, sweep_id))
+
+
+@router.patch("/{sweep_id}",
+              responses=responses({400: {"model": ErrorOut, "description": "the body is not UTF-8 JSON"}},
+                                  R401, R403, R404, R409, R422),
+              summary="Change a sweep's priority")
+def update_sweep(sweep_id: SweepId, update: SweepUpdate, session: SessionDep, token: WriterDep) -> SweepDetail:
+    """A queued sweep moves in the queue at once (highest priority first, then oldest); a running
+    sweep's share of the cluster follows at the supervisor's next round. The change is the
+    sweep's "info" event (`priority normal -> high`). A finished sweep is a 409."""
+    sweep = views.sweep_or_404(session, sweep_id)
+    if SweepState(sweep.state).terminal:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"sweep {sweep.id!r} is already {sweep.state}: only a validating, queued or "
+                                   "running sweep's priority can change")
+    before = sweep.priority
+    if update.priority != before:
+        repo.set_priority(session, sweep.id, update.priority)
+        repo.add_event(session, sweep.id, "info", f"priority {before} -> {update.priority}, set with token "
+                       f"{token.name!r}", payload={"priority": update.priority, "previous": before, "token": token.name})
+    session.commit()
+    return views.sweep_detail(session, sweep)
 
 
 @router.post("/{sweep_id}/cancel", status_code=status.HTTP_202_ACCEPTED,

@@ -87,6 +87,7 @@ remote.register(app)
 tokens.register(app)
 serve.register(app)
 from sweepd.cli import extend; extend.register(app)  # noqa: E402,E702
+from sweepd.cli import priority; priority.register(app)  # noqa: E402,E702
 
 
 def main() -> None:  # `python -m sweepd.cli` (sweepd/cli/__main__.py)

@@ -1,5 +1,5 @@
-"""`sweepd submit`, `status`, `cancel`: talk to a sweepd server over REST (`extend`, in extend.py,
-too; `sweepd token ...` works on the local database, in tokens.py).
+"""`sweepd submit`, `status`, `cancel`: talk to a sweepd server over REST (`extend` in extend.py and
+`priority` in priority.py too; `sweepd token ...` works on the local database, in tokens.py).
 
 `sweepd submit SPEC --wait` is made for CI jobs. Exit codes:
 
@@ -300,7 +300,8 @@ def status(
     retries: RetriesOption = 5,
     backoff: BackoffOption = 0.5,
 ) -> None:
-    """Show a sweep: state, progress, best trial, compute saved. Exit 3 when it cannot be read."""
+    """Show a sweep: state, progress, priority and share, best trial, compute saved. Exit 3 when it
+    cannot be read."""
     from sweepd import report
     from sweepd.cli import ci
     from sweepd.formatting import fmt_num
@@ -319,6 +320,9 @@ def status(
                  f"  trials: {p.get('finished', 0)}/{p.get('planned', '?')} finished "
                  + " ".join(f"{k}={p[k]}" for k in TRIAL_STATES if p.get(k)),
                  f"  objective: {metric} ({mode})"]
+        from sweepd.cli.priority import share_lines
+
+        lines += share_lines(sweep)  # priority, queue position or share, what it waits for
         if best.get("objective") is not None:
             lines.append(f"  best: trial {best.get('number')} {metric}={fmt_num(best['objective'])} "
                          f"{json.dumps(best.get('config') or {}, sort_keys=True)}")

@@ -29,6 +29,7 @@ The study's storage (``optuna_storage``) retries its database calls through a tr
 from __future__ import annotations
 
 import functools
+import time
 
 import optuna
 from optuna.trial import TrialState
@@ -214,7 +215,25 @@ def optuna_storage(database_url: str) -> RetryingRDBStorage:
         kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
     else:
         kwargs = {"pool_pre_ping": True}
-    return RetryingRDBStorage(database_url, engine_kwargs=kwargs)
+    for attempt in range(SCHEMA_RACE_TRIES):
+        try:
+            return RetryingRDBStorage(database_url, engine_kwargs=kwargs)
+        except Exception as err:
+            # several drivers opening a fresh database at once all create Optuna's tables; the
+            # losers see them half made. Once the winner is done, opening it again just works.
+            if attempt == SCHEMA_RACE_TRIES - 1 or not _schema_race(err):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+SCHEMA_RACE_TRIES = 6
+
+
+def _schema_race(err: BaseException) -> bool:
+    text = str(err).lower()
+    return ("already exists" in text or "alembic_version" in text or "duplicate key" in text
+            or "unique constraint" in text)
 
 
 def close_orphaned_trials(database_url: str, study_name: str, reasons: dict[int, str] | None = None) -> int:

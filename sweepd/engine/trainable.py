@@ -21,6 +21,7 @@ from ray import tune
 from sweepd.engine.checkpoints import send_with_checkpoint, trial_checkpoints
 from sweepd.engine.oom import oom_errors, report_oom
 from sweepd.protocol import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
+from trainer.replay_config import REPLAY_MODEL
 
 
 class TuneReporter:
@@ -174,21 +175,37 @@ def replay_if_finished(db_url: str, sweep_id: str, number: int) -> bool:
     return False
 
 
+def run_replay_in_tune(spec, params: dict) -> None:
+    """A builtin:replay trial (trainer/replay.py): bad curves or settings fail it with their message."""
+    from trainer.replay import replay_trial
+    from trainer.replay_bank import ReplayError
+
+    reporter = TuneReporter()
+    try:
+        replay_trial(spec.trial_config(params), reporter)
+    except ReplayError as err:
+        report_failure(reporter, err)
+
+
 def run_trial_in_tune(params: dict, *, spec_doc: dict, db_url: str, sweep_id: str,
                       models_dir: str | None = None) -> None:
     """The function Ray Tune runs for each trial; `params` are the sampled hyperparameters.
     ``spec_doc`` is the sweep's validated spec (``SweepSpec.to_stored()``): rebuilt here, not
     judged again (this worker's paths, roots and cluster are not the ones it was checked for)."""
-    import torch
-
     from sweepd.spec import SweepSpec
-    from trainer.loop import run_trial
 
     params = dict(params)
     number = params.pop(NUMBER_KEY, None)
     if number is not None and replay_if_finished(db_url, sweep_id, int(number)):
         return
     spec = SweepSpec.from_stored(spec_doc)
+    if spec.model.path == REPLAY_MODEL:  # recorded curves, no training: before torch is imported
+        run_replay_in_tune(spec, params)
+        return
+    import torch
+
+    from trainer.loop import run_trial
+
     cpus = spec.resources.cpus_per_worker
     torch.set_num_threads(max(1, int(cpus)))
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")

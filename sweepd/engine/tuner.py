@@ -62,7 +62,8 @@ def experiment_dir(home: Path, sweep_id: str, segment: int = 0) -> Path:
     return Path(home).resolve() / "ray" / (f"sweep-{sweep_id}" + (f"-x{segment}" if segment else ""))
 
 
-def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path, *, study_name: str | None = None,
+def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path, *, shared: bool = False,
+                 study_name: str | None = None,
                  first_number: int = 1) -> tune.TuneConfig:
     metric, mode = spec.objective.metric, spec.objective.mode
     grid = spec.grid_space() if spec.search.algorithm == "grid" else None
@@ -80,7 +81,11 @@ def _tune_config(spec: SweepSpec, db_url: str, sweep_id: str, home: Path, *, stu
                                      state_path=experiment_dir(home, sweep_id) / "pruner_state.json",
                                      trial_key=trial_key)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.planned_trials - first_number + 1,
-                           max_concurrent_trials=concurrency(spec), reuse_actors=True)
+                           max_concurrent_trials=concurrency(spec),
+                           # on a cluster shared with other sweeps, a trial's actor (and the CPUs and GPUs
+                           # it holds) goes when the trial ends: a cached one would keep them from the
+                           # sweep whose turn it is. On a Ray of its own, reusing actors saves start-ups.
+                           reuse_actors=not shared)
 
 
 def concurrency(spec: SweepSpec, cluster: dict[str, float] | None = None) -> int:
@@ -143,7 +148,8 @@ def run_sweep(spec: SweepSpec, *, sweep_id: str, db_url: str, home: Path, ray_ad
             return
         study_name = warm_start.prepare_study(spec, sweep_id=sweep_id, db_url=db_url, segment=segment,
                                               study_name=study_name or f"sweepd-{sweep_id}")
-        tune_config = _tune_config(spec, db_url, sweep_id, home, study_name=study_name, first_number=first_number)
+        tune_config = _tune_config(spec, db_url, sweep_id, home, shared=ray_address is not None,
+                                   study_name=study_name, first_number=first_number)
         if segment == 0:  # a fresh start, before the first suggestion (a resume or an extension has its prior)
             warm_start.warm_start(spec, sweep_id=sweep_id, db_url=db_url, study_name=study_name,
                                   pruner=tune_config.scheduler.pruner)

@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from sweepd.service.children import die_with_parent
+
 log = logging.getLogger("sweepd.service.cluster")
 START_TIMEOUT_SECONDS = 90.0
 STOP_WAIT_SECONDS = 20.0
@@ -94,9 +96,10 @@ class LocalRayHead:
                    f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
         log_path = self._temp_dir / "ray-start.log"
         with open(log_path, "ab") as out:
-            # its own process group, so stop() can take every Ray process down with it
+            # its own process group, so stop() can take every Ray process down with it; killed with
+            # the service (its reaper then takes the Ray processes down: `ray start --block`)
             self._proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                          env={**os.environ, **self._env})
+                                          preexec_fn=die_with_parent, env={**os.environ, **self._env})
         marker = self._temp_dir / "ray_current_cluster"  # `ray start` writes the address here when up
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:

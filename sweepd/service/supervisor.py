@@ -37,7 +37,6 @@ running ones get their fair share of the cluster as a running-trial limit in the
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -51,6 +50,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sweepd.protocol import PRIORITY_WEIGHTS, SweepState
+from sweepd.service.children import die_with_parent
 from sweepd.service.share_keeper import ShareKeeper
 from sweepd.service.driver import (EXIT_STORE_UNAVAILABLE, HEARTBEAT_SECONDS, STALE_AFTER, driver_alive, driver_name,
                                    is_local)
@@ -65,13 +65,6 @@ STOP_WAIT_SECONDS = 20.0
 # how long a stale heartbeat must stand still, seen by ticks that reached the store, before its
 # live-pid (or remote) driver counts as gone: a driver beats at least twice in that time
 CONFIRM_SECONDS = 2.5 * HEARTBEAT_SECONDS
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -284,7 +277,7 @@ class Supervisor:
             # the drivers join the service's one Ray (its address and token in their environment)
             env = {**os.environ, **(self.cluster.driver_env() if self.cluster is not None else {})}
             proc = subprocess.Popen([*self.driver_command, sweep_id], stdout=out,
-                                    stderr=subprocess.STDOUT if out else None, preexec_fn=_die_with_parent,
+                                    stderr=subprocess.STDOUT if out else None, preexec_fn=die_with_parent,
                                     env=env)
         finally:
             if out:

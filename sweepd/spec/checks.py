@@ -23,6 +23,7 @@ from sweepd.spec.sections import EVAL_METRICS, ObjectiveSpec, PrunerSpec, Resour
 from sweepd.spec.space import grid_problems, parse_space
 from sweepd.spec.trials import build_trial_config, candidates
 from trainer.config import Budget, ConfigError, DataConfig, ModelConfig
+from trainer.replay_config import REPLAY_MODEL
 
 BATCH = "hparams.effective_batch_size"
 
@@ -106,7 +107,9 @@ def check_batch_sizes(s: Sections, ctx: Context) -> Iterator[Problem]:
 
 
 def check_objective_metric(s: Sections, ctx: Context) -> Iterator[Problem]:
-    """An eval metric needs eval data."""
+    """An eval metric needs eval data (a replay's come from its recorded runs: check_replay)."""
+    if _replays(s):
+        return
     if s.objective is not None and s.data is not None and s.objective.metric in EVAL_METRICS and not s.data.eval:
         yield "objective.metric", f"{s.objective.metric!r} is measured on eval data, but data.eval is empty"
 
@@ -115,7 +118,10 @@ def check_pruner_signal(s: Sections, ctx: Context) -> Iterator[Problem]:
     """The ``objective`` signal needs an eval metric, measured during training."""
     if s.pruner is None or s.pruner.type == "none" or s.pruner.on_axis().signal_name != "objective":
         return
-    if s.objective is not None and s.objective.metric not in EVAL_METRICS:
+    if _replays(s):
+        yield "pruner.signal", ("'objective' scores an evaluation at each rung, and a replay recorded none "
+                                "during training: use loss, grad_norm, paper or learned")
+    elif s.objective is not None and s.objective.metric not in EVAL_METRICS:
         yield "pruner.signal", (f"'objective' scores the objective at each rung, but "
                                 f"{s.objective.metric!r} is only known at the end; use an eval metric")
     elif not s.candidates("eval.every_steps")[0]:
@@ -164,9 +170,12 @@ def check_compute_budget(s: Sections, ctx: Context) -> Iterator[Problem]:
 
 
 def check_data_paths(s: Sections, ctx: Context) -> Iterator[Problem]:
-    """Each data file exists inside the data roots (with ``check_paths``)."""
+    """Each data file exists inside the data roots (with ``check_paths``); there is train data
+    unless the model is builtin:replay, which reads none."""
     if s.data is None:
         return
+    if not s.data.train and s.model is not None and not _replays(s):
+        yield "data.train", f"empty: give at least one train file (only model {REPLAY_MODEL} reads no data)"
     for section in ("train", "eval"):
         for i, f in enumerate(getattr(s.data, section)):
             _, problem = resolve_path(f"data.{section}[{i}].path", f.path, "file", ctx)
@@ -174,8 +183,46 @@ def check_data_paths(s: Sections, ctx: Context) -> Iterator[Problem]:
                 yield problem
 
 
+def _replays(s: Sections) -> bool:
+    return s.model is not None and s.model.path == REPLAY_MODEL
+
+
+def replay_problems(s: Sections, ctx: Context) -> Iterator[Problem]:
+    """A replay sweep (trainer/replay.py): its curves load, its fixed run exists, they recorded
+    the objective, a trial's budget is in samples or steps, and a trial is one process."""
+    replay = s.model.replay
+    if s.resources is not None and s.resources.workers_per_trial > 1:
+        yield "resources.workers_per_trial", "a replay trial runs in one process: give 1"
+    if s.budget is not None and any(b.epochs is not None for b in budgets_of(s.budget, s.domains)):
+        yield "budget.epochs", "a replay reads no data to count epochs in: give max_samples or max_steps"
+    path = replay.curves_path()
+    if not replay.curves.startswith("builtin:"):  # a file: inside the data roots, like data files
+        resolved, problem = resolve_path("model.replay.curves", replay.curves, "file", ctx)
+        if problem:
+            yield problem
+        if problem or not ctx.check_paths:  # not checked here: a spec for another machine
+            return
+        path = resolved
+    from trainer.replay_bank import ReplayError, load_curves
+
+    try:
+        bank = load_curves(path)
+        if replay.run is not None:
+            bank.run(replay.run)
+    except ReplayError as err:
+        field = "model.replay.run" if str(err).startswith("model.replay.run") else "model.replay.curves"
+        yield field, str(err).removeprefix(f"{field}: ")
+        return
+    if s.objective is not None and s.objective.metric not in bank.metrics():
+        yield "objective.metric", (f"{s.objective.metric!r} is not recorded in {bank.path.name}; its runs recorded "
+                                   f"{', '.join(sorted(bank.metrics())) or 'no objective metric'}")
+
+
 def check_model_path(s: Sections, ctx: Context) -> Iterator[Problem]:
-    """A model folder (not builtin:) exists inside the data roots and holds a config.json."""
+    """A model folder (not builtin:) exists inside the data roots and holds a config.json;
+    builtin:replay's recorded curves can be replayed (``replay_problems``)."""
+    if _replays(s) and s.model.replay is not None:
+        yield from replay_problems(s, ctx)
     if s.model is None or s.model.path.startswith("builtin:"):
         return
     _, problem = resolve_path("model.path", s.model.path, "dir", ctx)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.fit import Estimate, estimate, micro_batch_tokens
+from trainer.replay_config import REPLAY_MODEL
 from trainer.model_config import model_config_of
 
 FIELDS_TO_CHANGE = ("resources.zero_stage", "resources.activation_checkpointing", "resources.offload",
@@ -141,6 +142,9 @@ def fit_report(s: Any, ctx: Any = None) -> FitReport | None:
     r = s.resources
     gpu = r.gpus_per_worker > 0
     report = FitReport(model=s.model.path, precision="bf16" if gpu else "fp32")
+    if s.model.path == REPLAY_MODEL:  # recorded curves: nothing is loaded, nothing to estimate
+        report.note = "no memory estimate: builtin:replay replays recorded curves and loads no model"
+        return report
     if gpu:
         report.memory_gib, report.memory_source = gpu_memory(s, ctx)
     config, source = model_config_of(_model_path(s.model.path, ctx.base() if ctx is not None else None))

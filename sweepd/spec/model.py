@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -24,6 +24,7 @@ from sweepd.spec.sections import ObjectiveSpec, PrunerSpec, ResourcesSpec, Searc
 from sweepd.spec.space import Domains, grid_problems, parse_space
 from sweepd.spec.trials import base_trial_dict, build_trial_config, candidates
 from trainer.config import Budget, DataConfig, ModelConfig, TrialConfig
+from trainer.replay_config import REPLAY_MODEL
 
 # The stored document's format: ``to_stored()`` writes it as "schema_version", ``from_stored``
 # reads every version listed here (a document without the key is version 1).
@@ -50,6 +51,17 @@ class SweepSpec(Strict):
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     save_best_model: bool = False
+    # the sweep's weight when sweeps share the cluster (sweepd/service/shares.py); changeable later
+    priority: Literal["low", "normal", "high"] = "normal"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replay_reads_no_data(cls, raw: Any) -> Any:
+        """A builtin:replay sweep may leave ``data`` out: its trials read none (trainer/replay.py)."""
+        model = raw.get("model") if isinstance(raw, dict) else None
+        if isinstance(model, dict) and model.get("path") == REPLAY_MODEL and "data" not in raw:
+            return {**raw, "data": {"train": []}}
+        return raw
 
     @field_validator("name")
     @classmethod
@@ -80,7 +92,16 @@ class SweepSpec(Strict):
     @classmethod
     def _resolve_model_path(cls, model: ModelConfig, info: ValidationInfo) -> ModelConfig:
         ctx = context_of(info)
-        if ctx.stored or model.path.startswith("builtin:"):
+        if ctx.stored:
+            return model
+        if model.path == REPLAY_MODEL:  # a curves file (not a builtin bank): resolved like a data file
+            replay = model.replay
+            if replay is None or replay.curves.startswith("builtin:"):
+                return model
+            path, _ = resolve_path("model.replay.curves", replay.curves, "file", ctx)
+            return model if path is None else model.model_copy(
+                update={"replay": replay.model_copy(update={"curves": path})})
+        if model.path.startswith("builtin:"):
             return model
         path, _ = resolve_path("model.path", model.path, "dir", ctx)
         return model if path is None else model.model_copy(update={"path": path})

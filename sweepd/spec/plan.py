@@ -59,6 +59,8 @@ def _tokenizer(model_path: str):
 
 def measure_samples(spec: SweepSpec, limit: int = SAMPLE_LINES) -> dict[str, Any]:
     """Mean tokenized length of up to ``limit`` train lines (the first ones, file by file)."""
+    if not spec.data.train:  # builtin:replay: recorded curves, no data
+        return {"mean_tokens": None, "measured": 0, "note": "no data: the trials replay recorded curves"}
     chat, why = _tokenizer(spec.model.path)
     if chat is None:
         return {"mean_tokens": None, "measured": 0, "note": why}
@@ -171,6 +173,7 @@ def describe_plan(spec: SweepSpec, *, sample_limit: int = SAMPLE_LINES,
     return {
         "name": spec.name,
         "model": spec.model.path,
+        "replay": spec.model.replay.model_dump(exclude_none=True) if spec.model.replay else None,
         "search": {
             "algorithm": spec.search.algorithm,
             "num_trials": spec.search.num_trials,
@@ -251,7 +254,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         spend = ", ".join(f"{_n(v)} {k.replace('_', ' ')}" for k, v in s["compute_budget"].items())
         trials = f"trials until {spend} are spent (at most {s['planned_trials']})"
     lines = [
-        f"sweep {plan['name']}: model {plan['model']}",
+        f"sweep {plan['name']}: model {plan['model']}" + _replay_words(plan.get("replay")),
         f"search: {s['algorithm']}, {trials}, {s['max_concurrent']} at a time, seed {s['seed']}",
         f"objective: {plan['objective']['mode']} {plan['objective']['metric']}",
         "",
@@ -333,6 +336,17 @@ def validate_command(
     if report["errors"]:
         return 2, f"{path}: the data would fail every trial\n" + format_report(report)
     return 0, format_plan(describe_plan(spec, preflight=report, capacity=capacity)) + "\n\n" + format_report(report)
+
+
+def _replay_words(replay: dict | None) -> str:
+    """builtin:replay: ", replaying builtin:curve_bank at 100x the recorded pace, ..." (trainer/replay.py)."""
+    if not replay:
+        return ""
+    pace = (f"a step every {_n(replay['seconds_per_step'])} s" if "seconds_per_step" in replay
+            else f"{replay['speed']:g}x the recorded pace")
+    run = f"run {replay['run']}" if "run" in replay else "the run nearest each trial"
+    most = f", at most {_n(replay['max_reports'])} steps reported" if "max_reports" in replay else ""
+    return f", replaying {run} of {replay['curves']} at {pace}{most}"
 
 
 def _checkpoint_words(every: dict | None) -> str:

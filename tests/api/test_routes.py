@@ -171,6 +171,8 @@ def call(api: Api, method: str, path: str, headers: dict[str, str] | None = None
         kw = {"json": {"name": f"made-{uuid.uuid4().hex[:8]}", "scope": "read"}, **kw}
     if method == "POST" and path.endswith("/extend") and "content" not in kw:
         kw = {"json": {"trials": 2}, **kw}
+    if method == "PATCH" and "content" not in kw:
+        kw = {"json": {"priority": "high"}, **kw}
     return api.client.request(method, path, headers=headers or {}, **kw)
 
 
@@ -185,7 +187,8 @@ def test_the_route_table_classifies_every_route(api: Api):
         "(api/deps.py ReaderDep/WriterDep/AdminDep), or add it to PUBLIC on purpose:\n  " + "\n  ".join(UNCLASSIFIED))
     assert KNOWN_TOKEN_ROUTES <= {(r.method, r.path) for r in ROUTES}
     assert {(r.method, r.path) for r in WRITES} == {("POST", f"{API}/sweeps"), ("POST", f"{API}/sweeps/{{sweep_id}}/cancel"),
-                                                    ("POST", f"{API}/sweeps/{{sweep_id}}/extend")}
+                                                    ("POST", f"{API}/sweeps/{{sweep_id}}/extend"),
+                                                    ("PATCH", f"{API}/sweeps/{{sweep_id}}")}
     assert {(r.method, r.path) for r in ADMIN} == {("GET", f"{API}/tokens"), ("POST", f"{API}/tokens"),
                                                    ("DELETE", f"{API}/tokens/{{name}}")}
     stale = set(PUBLIC) - {(r.method, r.path) for r in TABLE if r.auth == "public"}
@@ -208,7 +211,7 @@ def test_every_route_succeeds(api: Api, seeded: Seeded):
     # the status codes the table read from the routes are the API's documented ones
     assert {(r.method, r.path): r.status_code for r in WRITES} == {
         ("POST", f"{API}/sweeps"): 201, ("POST", f"{API}/sweeps/{{sweep_id}}/cancel"): 202,
-        ("POST", f"{API}/sweeps/{{sweep_id}}/extend"): 202}
+        ("POST", f"{API}/sweeps/{{sweep_id}}/extend"): 202, ("PATCH", f"{API}/sweeps/{{sweep_id}}"): 200}
     assert {r.status_code for r in READS} == {200}
     assert {(r.method, r.path): r.status_code for r in ADMIN} == {
         ("GET", f"{API}/tokens"): 200, ("POST", f"{API}/tokens"): 201, ("DELETE", f"{API}/tokens/{{name}}"): 200}
@@ -272,6 +275,7 @@ BAD = [
     ("GET", f"{API}/sweeps/" + "x" * 201, {}, "sweep_id"),
     ("POST", f"{API}/sweeps/" + "x" * 201 + "/cancel", {}, "sweep_id"),
     ("POST", f"{API}/sweeps/{{sweep_id}}/extend", {"content": b'{"trials": 0}'}, "trials"),
+    ("PATCH", f"{API}/sweeps/{{sweep_id}}", {"content": b'{"priority": "urgent"}'}, "priority"),
     ("GET", f"{API}/sweeps/{{sweep_id}}/trials?state=finished", {}, "state"),
     ("GET", f"{API}/sweeps/{{sweep_id}}/curves?max_points=1", {}, "max_points"),
     ("GET", f"{API}/sweeps/{{sweep_id}}/curves?max_points=2001", {}, "max_points"),
@@ -300,7 +304,7 @@ def test_bad_parameters_are_422_naming_the_field(api: Api, seeded: Seeded):
     assert not uncovered, f"every route has at least one 422 case in BAD; these have none: {uncovered}"
     for method, path, kw, field in BAD:
         auth = admin_auth(api) if path.startswith(f"{API}/tokens") else api.auth
-        headers = {**auth, "Content-Type": "application/json"} if method == "POST" else auth
+        headers = {**auth, "Content-Type": "application/json"} if method in ("POST", "PATCH") else auth
         r = api.client.request(method, url(path, seeded), headers=headers, **kw)
         assert r.status_code == 422, (method, path, r.text)
         detail = r.json()["detail"]

@@ -1,6 +1,7 @@
 // The sweeps list: one API call per page (server-side limit/offset), and the submit form.
 
 import { api, ApiError, detailLines, hasToken, runPage } from './api.js';
+import { queueItem, shareCell } from './shares.js';
 import { $, fill, badge, fmtCompact, fmtNum, fmtPct, h, progressBar, timeEl, trialCounts } from './ui.js';
 
 const main = $('main');
@@ -44,6 +45,7 @@ function row(s) {
     h('td', {}, badge(s.state), s.error ? h('div', { class: 'small err', title: s.error }, s.error.slice(0, 80)) : null),
     h('td', {}, progressBar(s.progress)),
     h('td', { class: 'small' }, trialCounts(s.progress)),
+    h('td', {}, shareCell(s)),
     h('td', {}, bestCell(s)),
     h('td', {}, computeCell(s.ledger)),
     h('td', { class: 'small' }, timeEl(s.created_at)));
@@ -60,12 +62,27 @@ function renderPager(page) {
   fill(pager, ...parts);
 }
 
+// The queue: the queued sweeps (up to 200, the API's page) in the order they start.
+const QUEUE_PAGE = 200;
+
+async function loadQueue() {
+  const page = await api('/sweeps', { query: { state: 'queued', limit: QUEUE_PAGE } });
+  const items = page.items.filter((s) => s.queue_position != null)
+    .sort((a, b) => a.queue_position - b.queue_position);
+  $('queue-card').hidden = items.length === 0;
+  $('queue-count').textContent = page.total ? `(${page.total})` : '';
+  fill($('queue-list'), ...items.map(queueItem));
+  const more = $('queue-more');
+  more.hidden = page.total <= items.length;
+  more.textContent = `and ${page.total - items.length} more queued sweeps (the newest ${QUEUE_PAGE} are shown)`;
+}
+
 async function load() {
-  const page = await api('/sweeps', { query: { limit, offset, state: stateFilter } });
+  const [page] = await Promise.all([api('/sweeps', { query: { limit, offset, state: stateFilter } }), loadQueue()]);
   const body = $('sweeps-body');
   fill(body, ...(page.items.length
     ? page.items.map(row)
-    : [h('tr', {}, h('td', { colspan: '7', class: 'muted' }, stateFilter ? `No ${stateFilter} sweeps.` : 'No sweeps yet. Submit one below or with `sweepd submit SPEC`.'))]));
+    : [h('tr', {}, h('td', { colspan: '8', class: 'muted' }, stateFilter ? `No ${stateFilter} sweeps.` : 'No sweeps yet. Submit one below or with `sweepd submit SPEC`.'))]));
   renderPager(page);
   $('submit-card').hidden = !hasToken();
 }

@@ -4,6 +4,7 @@
 import { api, ApiError, detailLines, hasToken, runLivePage } from './api.js';
 import { hyperKeys, loadPlotly, paramLabel, renderParcoords, renderScatter } from './charts.js';
 import { renderCurves } from './curves.js';
+import { changePriority, shareLine } from './shares.js';
 import {
   $, fill, TERMINAL_SWEEP, badge, copyText, fmtAgo, fmtCompact, fmtDate, fmtDuration, fmtInt, fmtNum, fmtPct,
   fmtSeconds, h, objectiveLabel, progressBar, timeEl, trialCounts,
@@ -54,6 +55,11 @@ function renderHeader() {
   err.hidden = !s.error;
   err.textContent = s.error ? `Error: ${s.error}` : '';
   $('cancel-box').hidden = !(hasToken() && !TERMINAL_SWEEP.has(s.state));
+  const finished = TERMINAL_SWEEP.has(s.state);
+  fill($('sweep-share'), finished ? [] : shareLine(s)); // a finished sweep no longer shares the cluster
+  $('sweep-share').hidden = finished;
+  $('priority-box').hidden = !(hasToken() && !finished);
+  if (document.activeElement !== $('priority-select')) $('priority-select').value = s.priority || 'normal';
 }
 
 function renderSummary() {
@@ -407,6 +413,8 @@ $('cancel-confirm').addEventListener('click', async () => {
       : `Could not cancel: ${err.message || err}`;
   }
 });
+
+$('priority-select').addEventListener('change', (ev) => changePriority(sweepId, ev.target.value, $('priority-msg'), tick));
 
 const tick = runLivePage(refresh, {
   finished: () => (S.sweep && TERMINAL_SWEEP.has(S.sweep.state) ? S.sweep.state : null),
