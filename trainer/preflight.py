@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from array import array
 from pathlib import Path
@@ -220,8 +221,11 @@ def preflight(data: DataConfig, model_path: str, *, cache_dir: str | os.PathLike
     }
     if cache_file is not None and not report["errors"]:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(report))
+        # a name of its own per call: concurrent preflights of the same data (sweeps submitted
+        # together) share one cache file, and one process runs several of them in threads
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(report))
         os.replace(tmp, cache_file)
     return report
 

@@ -50,6 +50,33 @@ class ShareGate:
         return self._limit
 
     def allows(self, running: int) -> bool:
-        """May a sweep with ``running`` live trials start another?"""
+        """May a sweep with ``running`` live trials (running, or waiting in Ray for resources) start
+        another?"""
         limit = self.limit()
         return limit is None or running < limit
+
+
+def poll_searcher_briefly() -> None:
+    """Ray Tune, left with no trial running or pending while its searcher suggests none (a sweep
+    whose share is 0 for now), polls the searcher for up to 10 minutes without tending its actors,
+    so the actor of the trial that just ended keeps its CPUs and GPUs and the sweep whose turn it
+    is never gets them. Poll once instead: the controller's next step releases the actor, and the
+    step after that polls again. (TuneController._update_trial_queue is private: checked here, and
+    left as it is if its signature ever changes.)"""
+    import inspect
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    original = TuneController._update_trial_queue
+    if getattr(original, "_sweepd_brief", False):
+        return
+    if list(inspect.signature(original).parameters) != ["self", "blocking", "timeout"]:
+        log.warning("Ray Tune's TuneController._update_trial_queue changed; sweeps sharing a cluster may "
+                    "hold a finished trial's resources while they wait for their turn")
+        return
+
+    def update_trial_queue(self, blocking: bool = False, timeout: int = 600):
+        return original(self, blocking=blocking, timeout=min(timeout, 1))
+
+    update_trial_queue._sweepd_brief = True
+    TuneController._update_trial_queue = update_trial_queue

@@ -23,7 +23,7 @@ from sweepd.engine.budget import BudgetGate
 from sweepd.engine.cancel import CancelStopper
 from sweepd.engine.checkpoints import CheckpointCleanup
 from sweepd.engine.recorder import DecisionWriter, SameFailureStopper, StoreRecorder, trial_key
-from sweepd.engine.share_gate import ShareGate
+from sweepd.engine.share_gate import ShareGate, poll_searcher_briefly
 from sweepd.engine.search import SweepOptunaSearch, make_sampler, optuna_storage
 from sweepd.engine.trainable import run_trial_in_tune
 from sweepd.engine import store_resume, warm_start
@@ -49,6 +49,7 @@ def ensure_ray(address: str | None) -> None:
     # with checkpoints every few steps Tune would warn about that on every one.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if address:
+        poll_searcher_briefly()  # a cluster shared with other sweeps: see engine/share_gate.py
         ray.init(address=address, log_to_driver=False)
     else:  # a Ray of its own ("local": never one found on the machine, such as a service's)
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,

@@ -2,10 +2,9 @@
 (its grant, decided by sweepd/service/shares.py) and why a sweep waits, written to the store where
 drivers (engine/share_gate.py), the API and the dashboard read them.
 
-Grants are decided again only when something they depend on changed: a sweep came or went, a
-trial started or ended, a priority changed, or the cluster's capacity. Between those, the account
-of how far each sweep is behind its fair share (``owed``, running-trial-seconds) keeps running, so
-the next free slot goes to the sweep most owed, and sweeps that share one slot take turns.
+Grants are decided every tick from the account of how far each sweep is behind its fair share
+(``owed``, running-trial-seconds), so the next free slot goes to the sweep most owed, and sweeps
+that share one slot take turns.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ class ShareKeeper:
         self.engine, self.cluster = engine, cluster
         self.owed: dict[str, float] = {}
         self.grants: dict[str, Grant] = {}
-        self._key: tuple | None = None
+        self._limits: dict[str, int] = {}
         self._at: float | None = None
         # what the store holds, as this keeper wrote it (None: unknown, so the first tick writes all)
         self._written: dict[str, tuple[int | None, str | None]] | None = None
@@ -90,14 +89,15 @@ class ShareKeeper:
                 self.owed[d.sweep_id] = max(-OWED_BOUND_S, min(OWED_BOUND_S, behind))
         else:
             self.owed.clear()
-        key = (tuple(sorted((capacity or {}).items())), tuple((d.sweep_id, d.priority, d.running, d.max_trials)
-                                                                 for d in demands))
-        if key != self._key:
-            self._key = key
-            self.grants = fair_shares(demands, capacity or {}, self.owed)
-            if len(demands) > 1:
-                log.info("shares of %s: %s", capacity, {k: (g.trial_limit, round(g.fair_trials, 2))
-                                                        for k, g in self.grants.items()})
+        # decided every tick: the turns follow what each sweep is owed before a slot frees, so the
+        # sweep whose trial ends does not take the slot again just because its grant was not
+        # yet moved on (no running trial is stopped: a grant only says who may start one)
+        self.grants = fair_shares(demands, capacity or {}, self.owed)
+        limits = {k: g.trial_limit for k, g in self.grants.items()}
+        if limits != self._limits and len(demands) > 1:
+            log.info("shares of %s: %s", capacity, {k: (g.trial_limit, round(g.fair_trials, 2))
+                                                    for k, g in self.grants.items()})
+        self._limits = limits
         wanted: dict[str, tuple[int | None, str | None]] = {
             sweep_id: (grant.trial_limit, grant.waiting_for) for sweep_id, grant in self.grants.items()}
         wanted.update({sweep_id: (None, why) for sweep_id, why in waiting_queued.items()})

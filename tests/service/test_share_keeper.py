@@ -80,6 +80,10 @@ def test_the_searchers_gate_reads_the_grant_and_follows_its_changes(engine, sqli
     with session_scope(engine) as s:
         repo.set_share(s, a, trial_limit=0, waiting_for="its turn")
     time.sleep(0.01)
-    assert not gate.allows(running=0)
+    assert gate.limit() == 0 and not gate.allows(running=0)  # not its turn
+    with session_scope(engine) as s:
+        repo.set_share(s, a, trial_limit=3, waiting_for=None)
+    time.sleep(0.01)
+    assert gate.allows(running=2) and not gate.allows(running=3)
     import pickle
-    assert pickle.loads(pickle.dumps(gate)).limit() == 0  # pickled with the searcher's state
+    assert pickle.loads(pickle.dumps(gate)).limit() == 3  # pickled with the searcher's state

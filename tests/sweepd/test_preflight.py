@@ -183,6 +183,19 @@ def test_the_cache_is_keyed_by_content_and_policy(tmp_path):
     assert not changed["cached"] and changed["totals"]["train_samples"] == 2
 
 
+def test_concurrent_preflights_of_the_same_data_all_write_the_cache(tmp_path):
+    """Sweeps submitted together run their preflights at once, in one process's threads: each
+    writes the shared cache entry through a file of its own (a shared temp name lost one's rename)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = tmp_path / "cache"
+    cfg = data_config(tmp_path, jl(msg(), msg(), LONG), max_seq_len=64)
+    with ThreadPoolExecutor(8) as pool:
+        reports = list(pool.map(lambda _: preflight(cfg, "builtin:tiny", cache_dir=cache), range(16)))
+    assert all(r["totals"]["train_samples"] == 2 for r in reports)
+    assert [p.name for p in cache.iterdir()] == [f"{reports[0]['key']}.json"]  # no temp file left
+
+
 def test_percentiles_and_loss_tokens(tmp_path):
     cfg = data_config(tmp_path, jl(*[msg("q" * n, "a") for n in range(1, 101)]), max_seq_len=4096)
     f = preflight(cfg, "builtin:tiny")["files"][0]
