@@ -16,8 +16,9 @@ Sections, each printed as it finishes (figures and ratios) and written together 
 2. ``store``: reported results per second that sweepd's recorder sustains into the store, on
    SQLite and on PostgreSQL (a throwaway server from scripts/postgres.sh), through the real
    recorder path (benchmarks/orchestration_store.py).
-3. ``serve``: concurrent sweeps through `sweepd serve`'s shared Ray: ``concurrent_sweeps_through_serve``
-   (to come with the shared Ray; not written yet).
+3. ``serve``: 4 replay sweeps submitted at once to one `sweepd serve` (benchmarks/orchestration_serve.py):
+   the Ray instances under the service (must be 1), the peak of trials holding a CPU (never more
+   than the cores), and each sweep's share while all 4 compete against its fair share.
 
 A benchmark, not a test: it asserts nothing. The machine may be shared: the load average is
 printed with each section. ``--trials 100`` gives a first reading in a few minutes.
@@ -125,13 +126,28 @@ def store_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 # ---- section 3: concurrent sweeps through `sweepd serve` --------------------------------------
-# concurrent_sweeps_through_serve(args, tmp): left to the shared Ray for `sweepd serve` (the lead
-# adds it with that work); register it in SECTIONS as "serve".
+
+
+def serve_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from benchmarks.orchestration_serve import concurrent_sweeps_through_serve
+
+    log(f"serve: 4 replay sweeps (6 trials of 10 s, cpus_per_worker 1) submitted at once to one "
+        f"`sweepd serve` on {os.cpu_count()} cores (load {loadavg()}) ...")
+    out = concurrent_sweeps_through_serve(tmp, sweeps=4, trials=6, steps=40)
+    log(f"  Ray instances under the service: {out['ray_instances']} (must be [1], or [0, 1] before the first sweep)")
+    log(f"  peak trial actors: {out['peak_trial_actors']} on {out['cores']} cores; peak slots granted: "
+        f"{out['peak_granted_slots']}; exact trial counts: {out['exact_trial_counts']}; {out['wall_seconds']} s")
+    for sweep_id, share in out["shares"].items():
+        log(f"  sweep {sweep_id}: {share['got']} running trials on average while all 4 competed, fair share "
+            f"{share['fair']}")
+    out.pop("final", None)
+    return out
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "sweeps": sweeps_section,
     "store": store_section,
+    "serve": serve_section,
 }
 
 

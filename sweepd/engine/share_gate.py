@@ -14,7 +14,7 @@ import logging
 import time
 
 log = logging.getLogger(__name__)
-RECHECK_S = 1.0
+RECHECK_S = 0.5
 
 
 class ShareGate:
@@ -60,8 +60,8 @@ def poll_searcher_briefly() -> None:
     """Ray Tune, left with no trial running or pending while its searcher suggests none (a sweep
     whose share is 0 for now), polls the searcher for up to 10 minutes without tending its actors,
     so the actor of the trial that just ended keeps its CPUs and GPUs and the sweep whose turn it
-    is never gets them. Poll once instead: the controller's next step releases the actor, and the
-    step after that polls again. (TuneController._update_trial_queue is private: checked here, and
+    is never gets them. Ask once per step instead: the controller's step goes on to release the
+    actor, and the next step asks again. (TuneController._update_trial_queue is private: checked here, and
     left as it is if its signature ever changes.)"""
     import inspect
 
@@ -76,7 +76,7 @@ def poll_searcher_briefly() -> None:
         return
 
     def update_trial_queue(self, blocking: bool = False, timeout: int = 600):
-        return original(self, blocking=blocking, timeout=min(timeout, 1))
+        return original(self, blocking=blocking, timeout=0)
 
     update_trial_queue._sweepd_brief = True
     TuneController._update_trial_queue = update_trial_queue
