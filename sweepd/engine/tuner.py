@@ -48,6 +48,9 @@ def ensure_ray(address: str | None) -> None:
     # One checkpoint kept per trial (disk) forces an experiment snapshot at each trial checkpoint;
     # with checkpoints every few steps Tune would warn about that on every one.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # The store keeps every result; Tune's own JSON, CSV and TensorBoard copies of each cost about a
+    # third of the driver's time in a 1,000-trial sweep (benchmarks/orchestration.py).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if address:
         poll_searcher_briefly()  # a cluster shared with other sweeps: see engine/share_gate.py
         ray.init(address=address, log_to_driver=False)
