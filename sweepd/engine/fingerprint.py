@@ -8,7 +8,8 @@ Three parts, hashed together (sha256, hex):
   (each file's own digest and length go in, so moving bytes between files changes it). Files are
   read in 1 MiB chunks, and a file's digest is cached by (real path, size, mtime): hashing the
   same unchanged files again costs a ``stat`` each;
-- the objective: metric and mode.
+- the objective: metric and mode;
+- for a replay sweep (``builtin:replay``, which reads no data), the curves file's sha256.
 
 The search space, budget, pruner and seed are not part of it: they are what a sweep varies.
 """
@@ -63,11 +64,15 @@ def data_hash(train: Iterable[str | os.PathLike], eval: Iterable[str | os.PathLi
 def fingerprint_parts(spec: Any) -> dict[str, Any]:
     """The parts of a spec's fingerprint (``spec``: a ``SweepSpec``); OSError when a data file
     cannot be read."""
-    return {
+    parts = {
         "model": spec.model.path,
         "data": data_hash([f.path for f in spec.data.train], [f.path for f in spec.data.eval]),
         "objective": {"metric": spec.objective.metric, "mode": spec.objective.mode},
     }
+    replay = getattr(spec.model, "replay", None)
+    if replay is not None:  # builtin:replay reads no data: its curves are what it trains on
+        parts["curves"] = file_digest(replay.curves_path())
+    return parts
 
 
 def fingerprint(spec: Any) -> str | None:

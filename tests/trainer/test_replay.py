@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +247,20 @@ def test_replay_settings_belong_to_builtin_replay_only(tmp_path):
     assert "empty: give at least one train file" in errors_of(raw, base_dir=tmp_path, data_roots=[tmp_path])["data.train"]
     del raw["data"]
     assert errors_of(raw)["data"] == "missing (required)"
+
+
+def test_replay_sweeps_over_different_curves_have_different_fingerprints(tmp_path):
+    """A replay sweep reads no data: its curves are what make two sweeps comparable (warm start)."""
+    import yaml
+
+    from sweepd.engine.fingerprint import fingerprint
+    from sweepd.spec import load_spec
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "replay.yaml"
+    raw = yaml.safe_load(example.read_text())
+    raw["model"]["replay"]["curves"] = "builtin:night_bank"
+    other = tmp_path / "night.yaml"
+    other.write_text(yaml.safe_dump(raw))
+    same = fingerprint(load_spec(example, check_paths=False))
+    assert same == fingerprint(load_spec(example, check_paths=False))
+    assert same != fingerprint(load_spec(other, check_paths=False))
