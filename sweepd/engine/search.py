@@ -215,16 +215,16 @@ def optuna_storage(database_url: str) -> RetryingRDBStorage:
         kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
     else:
         kwargs = {"pool_pre_ping": True}
-    for attempt in range(SCHEMA_RACE_TRIES):
+    for attempt in range(1, SCHEMA_RACE_TRIES):
         try:
             return RetryingRDBStorage(database_url, engine_kwargs=kwargs)
         except Exception as err:
             # several drivers opening a fresh database at once all create Optuna's tables; the
             # losers see them half made. Once the winner is done, opening it again just works.
-            if attempt == SCHEMA_RACE_TRIES - 1 or not _schema_race(err):
+            if not _schema_race(err):
                 raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.5 * attempt)
+    return RetryingRDBStorage(database_url, engine_kwargs=kwargs)
 
 
 SCHEMA_RACE_TRIES = 6

@@ -73,7 +73,7 @@ class ShareKeeper:
         return sorted(demands, key=lambda d: d.sweep_id)
 
     def tick(self, running_ids: Sequence[str], waiting_queued: dict[str, str | None]) -> None:
-        """Decide (when something changed) and write the grants of the running sweeps, and what the
+        """Decide and write the grants of the running sweeps, and what the
         queued ones wait for (``waiting_queued``: sweep id -> sentence or None)."""
         capacity = self.cluster.capacity() if self.cluster is not None else None
         now = time.monotonic()
@@ -84,11 +84,12 @@ class ShareKeeper:
         self.owed = {k: v for k, v in self.owed.items() if k in ids}
         if len(demands) > 1:  # a sweep alone owes nothing and is owed nothing
             for d in demands:
-                behind = self.owed.get(d.sweep_id, 0.0) + (self.grants[d.sweep_id].fair_trials - d.running) * dt \
-                    if d.sweep_id in self.grants else 0.0
+                last = self.grants.get(d.sweep_id)  # None: it has just arrived
+                behind = 0.0 if last is None else self.owed.get(d.sweep_id, 0.0) + (last.fair_trials - d.running) * dt
                 self.owed[d.sweep_id] = max(-OWED_BOUND_S, min(OWED_BOUND_S, behind))
         else:
             self.owed.clear()
+        self._specs = {k: v for k, v in self._specs.items() if k[0] in ids}  # ended sweeps: forgotten
         # decided every tick: the turns follow what each sweep is owed before a slot frees, so the
         # sweep whose trial ends does not take the slot again just because its grant was not
         # yet moved on (no running trial is stopped: a grant only says who may start one)
