@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,12 @@ def replay_spec(name: str, *, trials: int, steps: int, priority: str = "normal",
         "objective": {"metric": "eval_loss", "mode": "min"},
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "max_failures": 1},
     })
+
+
+def _unix(stored: str) -> float:
+    """A stored timestamp (ISO text; naive ones are UTC) as a Unix time."""
+    at = datetime.fromisoformat(stored)
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
 
 
 # ---- what runs under the service ----------------------------------------------------------------
@@ -145,6 +152,14 @@ class Service:
         for sweep_id, state, n in trials:
             out[sweep_id]["trials"][state] = n
         return out
+
+    def trial_times(self, sweep_id: str) -> list[tuple[float, float | None]]:
+        """(started, finished or None) of each of its trials, as Unix times (the store keeps UTC),
+        in the order they started."""
+        with self.db() as conn:
+            rows = conn.execute("SELECT started_at, finished_at FROM sweepd_trials WHERE sweep_id = ? "
+                                "AND started_at IS NOT NULL ORDER BY started_at", (sweep_id,)).fetchall()
+        return [(_unix(started), _unix(finished) if finished else None) for started, finished in rows]
 
     def asked_for_a_trial(self, sweep_id: str) -> bool:
         """Its searcher suggested a trial (an Optuna trial exists in its study)."""
