@@ -1,8 +1,12 @@
 """Optuna under Ray Tune, with the study kept in sweepd's own database (optuna-dashboard opens it).
 
 Ray's OptunaSearch expects the objective in every result and would record a stopped trial with its
-last partial value. Ours reports the training loss at each samples-seen point as the intermediate
+last partial value. Ours reports the training loss at samples-seen points as the intermediate
 value and leaves the objective to the final result, so a pruned trial is PRUNED with its curve.
+Not every point: one database write per reported step was a third of the driver's time at 1,000
+trials (benchmarks/README.md). The study gets a trial's first point, then at most one every
+INTERMEDIATE_EVERY_S, and always its last before it is told (TPE ranks a PRUNED trial by its
+last value); the store keeps every point and draws the curves.
 "Finished" means the result carries the trainer's final marker; anything else was stopped.
 
 It also numbers the trials it suggests (1, 2, 3 ... under NUMBER_KEY in the config, and as the
@@ -43,6 +47,7 @@ from sweepd.store.db import SQLITE_BUSY_TIMEOUT_MS
 from sweepd.store.retry import call_with_retry
 
 NUMBER_ATTR = "sweepd_number"  # the sweep's trial number, on each Optuna trial
+INTERMEDIATE_EVERY_S = 5.0  # at most one intermediate value a trial this often (see the docstring)
 
 
 class SweepOptunaSearch(OptunaSearch):
@@ -97,10 +102,27 @@ class SweepOptunaSearch(OptunaSearch):
             return
         value, at = result.get(self._intermediate_key), result.get(self._time_attr)
         if value is not None and at is not None:
-            try:
-                self._ot_trials[trial_id].report(float(value), int(at))
-            except optuna.exceptions.UpdateFinishedTrialError:
-                self._completed_trials.add(trial_id)
+            self._unreported()[trial_id] = (float(value), int(at))
+            if time.monotonic() - self._reported_at().get(trial_id, -float("inf")) >= INTERMEDIATE_EVERY_S:
+                self._report_intermediate(trial_id)
+
+    # Restored from a searcher state saved before these existed, they start empty.
+    def _unreported(self) -> dict[str, tuple[float, int]]:
+        return self.__dict__.setdefault("_intermediate_unreported", {})  # trial id -> its last (value, step)
+
+    def _reported_at(self) -> dict[str, float]:
+        return self.__dict__.setdefault("_intermediate_reported_at", {})  # trial id -> monotonic time
+
+    def _report_intermediate(self, trial_id: str) -> None:
+        """Write the trial's latest intermediate value to the study, if it has one not written yet."""
+        latest = self._unreported().pop(trial_id, None)
+        if latest is None:
+            return
+        self._reported_at()[trial_id] = time.monotonic()
+        try:
+            self._ot_trials[trial_id].report(*latest)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._completed_trials.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if self._budget is not None:
@@ -108,6 +130,7 @@ class SweepOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         if self._finished_in_storage(trial_id):  # told before a crash; Tune replays it
+            self._unreported().pop(trial_id, None)
             self._completed_trials.add(trial_id)
             return
         if result and result.get(REPLAYED_KEY):  # a new Optuna trial under a finished trial's number
@@ -116,7 +139,12 @@ class SweepOptunaSearch(OptunaSearch):
                 ot_trial._trial_id, "sweepd_replayed",
                 f"trial {ot_trial.user_attrs.get(NUMBER_ATTR)} finished before a crash; its stored result stands")
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            self._unreported().pop(trial_id, None)
             self._completed_trials.add(trial_id)
+            return
+        self._report_intermediate(trial_id)  # its last point, before it is told
+        self._reported_at().pop(trial_id, None)
+        if trial_id in self._completed_trials:  # that write found it finished already
             return
         finished = bool(result) and result.get(FINAL_MARKER) is not None
         value = result.get(self._metric) if finished else None

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
+from sweepd.engine import search  # noqa: E402
 from sweepd.engine.search import NUMBER_ATTR, SweepOptunaSearch, make_sampler, optuna_storage  # noqa: E402
 from sweepd.engine.trainable import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY  # noqa: E402
 
@@ -48,7 +49,21 @@ def test_finished_is_complete_stopped_is_pruned_with_its_curve(url):
     s.on_trial_complete("b", {"loss": 0.5, "samples": 24})  # stopped: no final marker
     a, b = study_trials(url)
     assert (a.state, a.value) == (TrialState.COMPLETE, 1.2)
-    assert b.state == TrialState.PRUNED and b.intermediate_values == {8: 2.5, 16: 1.5, 24: 0.5}
+    # the study gets a trial's first point, one every INTERMEDIATE_EVERY_S, and its last before it is told
+    assert b.state == TrialState.PRUNED and b.intermediate_values == {8: 2.5, 24: 0.5}
+    assert b.value == 0.5  # TPE ranks a pruned trial by its last value
+    assert a.intermediate_values == {8: 2.0, 24: 0.0}
+
+
+def test_the_study_gets_a_point_every_intermediate_every_s(url, monkeypatch):
+    monkeypatch.setattr(search, "INTERMEDIATE_EVERY_S", 0.0)
+    s = searcher(url)
+    s.suggest("b")
+    for k in range(1, 4):
+        s.on_trial_result("b", {"loss": 3.5 - k, "samples": 8 * k})
+    assert study_trials(url)[0].intermediate_values == {8: 2.5, 16: 1.5, 24: 0.5}  # written as they came
+    s.on_trial_complete("b", {"loss": 0.5, "samples": 24})
+    assert study_trials(url)[0].state == TrialState.PRUNED
 
 
 def test_a_replay_under_a_new_optuna_trial_is_told_fail(url, tmp_path):
