@@ -15,13 +15,21 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from sweepd.store.db import insert_or_ignore
-from sweepd.store.models import MetricPoint, SupersededPoint
+from sweepd.store.models import MetricPoint, SupersededPoint, Trial
 
 METRIC_BATCH_SIZE = 500
+
+
+def set_trial_totals(session: Session, trial_id: str, *, samples: int, tokens: int, seconds: float) -> bool:
+    """A running trial's progress (its last point's samples, tokens, seconds): one UPDATE, written with
+    every flush of its points. False when no such trial is stored (the caller creates it)."""
+    stmt = (update(Trial).where(Trial.id == trial_id).values(samples=samples, tokens=tokens, seconds=seconds)
+            .execution_options(synchronize_session=False))
+    return session.execute(stmt).rowcount == 1
 
 
 def _point_row(trial_id: str, point: Mapping[str, Any] | MetricPoint, attempt: int = 1) -> dict[str, Any]:

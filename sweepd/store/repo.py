@@ -373,6 +373,7 @@ from sweepd.store.metric_points import (  # noqa: E402,F401
     delete_metric_points,
     read_metrics,
     read_superseded,
+    set_trial_totals,
 )
 from sweepd.store.tokens import (  # noqa: E402,F401
     DEFAULT_SCOPE,

@@ -35,6 +35,18 @@ def test_upsert_creates_then_updates(session, sweep_id):
     assert repo.get_trial(session, trial.id).reason.startswith("grad norm")
 
 
+def test_a_running_trials_totals_are_one_update_of_a_stored_trial(session, sweep_id):
+    repo.upsert_trial(session, sweep_id, 1, state="running")
+    session.commit()
+    assert repo.set_trial_totals(session, repo.trial_id_for(sweep_id, 1), samples=96, tokens=4000, seconds=2.5)
+    assert not repo.set_trial_totals(session, repo.trial_id_for(sweep_id, 2), samples=1, tokens=1, seconds=1.0)
+    session.commit()
+    session.expire_all()
+    trial = repo.get_trial(session, repo.trial_id_for(sweep_id, 1))
+    assert (trial.state, trial.samples, trial.tokens, trial.seconds) == ("running", 96, 4000, 2.5)
+    assert repo.count_trials(session, sweep_id) == 1  # nothing created for the missing one
+
+
 def test_upsert_validates(session, sweep_id):
     with pytest.raises(ValueError, match="unknown trial field"):
         repo.upsert_trial(session, sweep_id, 0, colour="red")
