@@ -1,6 +1,6 @@
 """`make bench-orchestration`: what sweepd's orchestration costs on top of the trials (issue 16).
 
-    .venv/bin/python -m benchmarks.orchestration [--trials 1000] [--concurrency 8] [--store-results 50000]
+    .venv/bin/python -m benchmarks.orchestration [--trials 1000] [--concurrency 8] [--rounds 2] [--store-results 50000]
         [--sections sweeps,store] [--no-postgres] [--out benchmarks/results/orchestration.json]
 
 Sections, each printed as it finishes (figures and ratios) and written together to ``--out``:
@@ -12,6 +12,7 @@ Sections, each printed as it finishes (figures and ratios) and written together 
    stock Ray Tune (tune.Tuner + OptunaSearch + ASHAScheduler, benchmarks/orchestration_sweeps.py).
    For each: wall / ideal, where ideal = (sum of each trial's replay time) / concurrency, the
    time the trials alone would take on perfectly packed slots. Then sweepd's ratio over stock's.
+   ``--rounds`` pairs, the order alternating; the verdict is on each engine's median.
    Goal: sweepd within 1.15x of ideal, and not worse than stock.
 2. ``store``: reported results per second that sweepd's recorder sustains into the store, on
    SQLite and on PostgreSQL (a throwaway server from scripts/postgres.sh), through the real
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,11 +62,11 @@ def over_ideal(wall_seconds: float, replay_seconds: list[float], concurrency: in
             "wall_over_ideal": round(wall_seconds / ideal, 3) if ideal > 0 else float("inf")}
 
 
-def compare(sweepd: dict[str, float], stock: dict[str, float]) -> dict[str, Any]:
+def compare(sweepd: float, stock: float) -> dict[str, Any]:
     """sweepd's wall/ideal over stock's (below 1: sweepd is closer to ideal), and the verdicts."""
-    ratio = sweepd["wall_over_ideal"] / stock["wall_over_ideal"]
+    ratio = sweepd / stock
     return {"sweepd_over_stock": round(ratio, 3),
-            "sweepd_within_target": sweepd["wall_over_ideal"] <= TARGET_OVER_IDEAL,
+            "sweepd_within_target": sweepd <= TARGET_OVER_IDEAL,
             "sweepd_not_worse_than_stock": ratio <= 1.0}
 
 
@@ -83,24 +85,41 @@ def one_sweep(engine: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any
 
 
 def sweeps_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"trials": args.trials, "concurrency": args.concurrency}
+    """``--rounds`` paired runs, the order alternating (sweepd first, then stock first ...): on a
+    shared machine one pair can differ by a third from the next. The verdict is on the medians."""
+    out: dict[str, Any] = {"trials": args.trials, "concurrency": args.concurrency, "rounds": []}
+    for round_ in range(args.rounds):
+        engines = ("sweepd", "stock") if round_ % 2 == 0 else ("stock", "sweepd")
+        pair: dict[str, Any] = {"order": list(engines)}
+        for engine in engines:
+            log(f"round {round_ + 1}/{args.rounds}, {engine}: {args.trials} replay trials, {args.concurrency} "
+                f"at a time (load {loadavg()}) ...")
+            pair[engine] = one_engine(engine, args, tmp)
+        pair["sweepd_over_stock"] = round(pair["sweepd"]["wall_over_ideal"] / pair["stock"]["wall_over_ideal"], 3)
+        log(f"  round {round_ + 1}: sweepd/stock {pair['sweepd_over_stock']:.3f}")
+        out["rounds"].append(pair)
     for engine in ("sweepd", "stock"):
-        log(f"{engine}: {args.trials} replay trials, {args.concurrency} at a time (load {loadavg()}) ...")
-        run = one_sweep(engine, args, tmp)
-        figures = {**over_ideal(run["wall_seconds"], run["replay_seconds"], args.concurrency),
-                   "trials": run["trials"], "stopped": run["stopped"], "cpus_per_trial": run["cpus_per_trial"]}
-        if "points" in run:
-            figures["points_stored"] = run["points"]
-            figures["results_per_second"] = round(run["points"] / run["wall_seconds"], 1)
-        out[engine] = figures
-        log(f"  {engine}: wall {figures['wall_seconds']:.1f} s, ideal {figures['ideal_seconds']:.1f} s, "
-            f"wall/ideal {figures['wall_over_ideal']:.3f} ({figures['stopped']} of {figures['trials']} trials "
-            f"stopped by ASHA; load {loadavg()})")
-    out.update(compare(out["sweepd"], out["stock"]))
-    log(f"  sweepd/stock: {out['sweepd_over_stock']:.3f} (sweepd within {TARGET_OVER_IDEAL}x of ideal: "
-        f"{'yes' if out['sweepd_within_target'] else 'no'}; not worse than stock: "
+        out[engine] = {"wall_over_ideal_median": statistics.median(r[engine]["wall_over_ideal"] for r in out["rounds"]),
+                       "wall_over_ideal_each": [r[engine]["wall_over_ideal"] for r in out["rounds"]]}
+    out.update(compare(out["sweepd"]["wall_over_ideal_median"], out["stock"]["wall_over_ideal_median"]))
+    log(f"  medians over {args.rounds} round(s): sweepd {out['sweepd']['wall_over_ideal_median']:.3f}, stock "
+        f"{out['stock']['wall_over_ideal_median']:.3f}, sweepd/stock {out['sweepd_over_stock']:.3f} (sweepd within "
+        f"{TARGET_OVER_IDEAL}x of ideal: {'yes' if out['sweepd_within_target'] else 'no'}; not worse than stock: "
         f"{'yes' if out['sweepd_not_worse_than_stock'] else 'no'})")
     return out
+
+
+def one_engine(engine: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    run = one_sweep(engine, args, tmp)
+    figures = {**over_ideal(run["wall_seconds"], run["replay_seconds"], args.concurrency),
+               "trials": run["trials"], "stopped": run["stopped"], "cpus_per_trial": run["cpus_per_trial"]}
+    if "points" in run:
+        figures["points_stored"] = run["points"]
+        figures["results_per_second"] = round(run["points"] / run["wall_seconds"], 1)
+    log(f"  {engine}: wall {figures['wall_seconds']:.1f} s, ideal {figures['ideal_seconds']:.1f} s, "
+        f"wall/ideal {figures['wall_over_ideal']:.3f} ({figures['stopped']} of {figures['trials']} trials "
+        f"stopped by ASHA; load {loadavg()})")
+    return figures
 
 
 # ---- section 2: results per second into the store ---------------------------------------------
@@ -155,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2, help="sweeps: paired sweepd/stock runs, the order alternating")
     ap.add_argument("--store-results", type=int, default=50_000)
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     ap.add_argument("--no-postgres", action="store_true")

@@ -43,7 +43,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sweepd.engine.budget import FINISHED, WAIT, BudgetGate
 from sweepd.engine.share_gate import ShareGate
 from sweepd.protocol import FINAL_MARKER, NUMBER_KEY, REPLAYED_KEY
-from sweepd.store.db import SQLITE_BUSY_TIMEOUT_MS
+from sweepd.store.db import SQLITE_BUSY_TIMEOUT_MS, use_store_sync
 from sweepd.store.retry import call_with_retry
 
 NUMBER_ATTR = "sweepd_number"  # the sweep's trial number, on each Optuna trial
@@ -201,9 +201,11 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
 
     def __init__(self, url: str, engine_kwargs: dict | None = None, **kwargs) -> None:
         call_with_retry(super().__init__, url, engine_kwargs, what="open the Optuna storage", **kwargs)
+        use_store_sync(self.engine)
 
     def __setstate__(self, state: dict) -> None:  # unpickled with the searcher on a resume: connects
         call_with_retry(super().__setstate__, state, what="open the Optuna storage")
+        use_store_sync(self.engine)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
         tries = []

@@ -113,6 +113,23 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     return create_engine(u, **kwargs)
 
 
+def use_store_sync(engine: Engine) -> None:
+    """Give a SQLite engine made elsewhere (Optuna's) the store's synchronous=NORMAL: in WAL mode its
+    commits then skip the fsync that the default (FULL) makes on every one, as the store's do."""
+    if engine.dialect.name != "sqlite":
+        return
+    event.listen(engine, "connect", _sqlite_sync_normal)
+    engine.dispose()  # connections opened before the listener keep the default
+
+
+def _sqlite_sync_normal(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:

@@ -19,9 +19,9 @@ def test_wall_over_ideal_packs_every_trial_onto_the_slots():
 
 
 def test_sweepd_over_stock_and_the_verdicts():
-    verdict = compare({"wall_over_ideal": 1.1}, {"wall_over_ideal": 1.25})
+    verdict = compare(1.1, 1.25)
     assert verdict == {"sweepd_over_stock": 0.88, "sweepd_within_target": True, "sweepd_not_worse_than_stock": True}
-    verdict = compare({"wall_over_ideal": 1.5}, {"wall_over_ideal": 1.2})
+    verdict = compare(1.5, 1.2)
     assert verdict["sweepd_over_stock"] == pytest.approx(1.25)
     assert not verdict["sweepd_within_target"] and not verdict["sweepd_not_worse_than_stock"]
 
