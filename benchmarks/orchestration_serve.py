@@ -63,6 +63,11 @@ def _cmdline(pid: int) -> str:
 
 
 def descendants(pid: int) -> list[int]:
+    return [child for child, _ in descendants_with_parents(pid)]
+
+
+def descendants_with_parents(pid: int) -> list[tuple[int, int]]:
+    """(pid, its parent's pid) of every process under ``pid``."""
     tree: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -73,15 +78,20 @@ def descendants(pid: int) -> list[int]:
             tree.setdefault(ppid, []).append(int(entry))
     found, todo = [], [pid]
     while todo:
-        for child in tree.get(todo.pop(), []):
-            found.append(child)
+        parent = todo.pop()
+        for child in tree.get(parent, []):
+            found.append((child, parent))
             todo.append(child)
     return found
 
 
 def ray_instances(serve_pid: int) -> int:
-    """Raylets under the service: one per Ray instance."""
-    return sum(_cmdline(p).split(" ", 1)[0].endswith("/raylet") for p in descendants(serve_pid))
+    """Raylets under the service: one per Ray instance. A raylet's child between its fork and its
+    exec (a worker being started) still shows the raylet's command line, so a raylet counts only
+    when its parent is not one."""
+    procs = descendants_with_parents(serve_pid)
+    raylets = {pid for pid, _ in procs if _cmdline(pid).split(" ", 1)[0].endswith("/raylet")}
+    return sum(1 for pid, parent in procs if pid in raylets and parent not in raylets)
 
 
 def trial_actors(serve_pid: int) -> int:

@@ -14,7 +14,6 @@ import time
 from benchmarks.orchestration_serve import (CORES, Service, concurrent_sweeps_through_serve,
                                             replay_spec)
 
-CLOCK_SLACK_S = 0.5  # the store's timestamps come from the driver's clock, the test reads its own
 # From a trial's end to the next one's start: Ray tears down one actor and starts another in a new
 # worker process (the next sweep's own Ray job), which imports the trainable: about 5 s on 2 quiet
 # cores, more under load. Not the share's doing; the ordering assertion below is exact.
@@ -39,7 +38,8 @@ def test_four_sweeps_share_one_ray_fairly_and_never_oversubscribe(tmp_path):
 def test_a_high_priority_sweep_gets_its_share_within_one_trial_length(tmp_path):
     """A normal sweep holds every core; a high one arrives. No trial is preempted, and the first slot
     that frees is the high sweep's: it starts within one trial-length of arriving. The trial-length
-    is the freeing trial's own, as measured (under load it runs longer than its nominal steps)."""
+    is the longest the normal sweep's trials ran, as measured (under load, longer than their nominal
+    steps), plus Ray's start of the high sweep's actor."""
     service = Service(tmp_path / "home")
     steps = 40
     try:
@@ -58,19 +58,28 @@ def test_a_high_priority_sweep_gets_its_share_within_one_trial_length(tmp_path):
             time.sleep(0.1)
         shares = service.sweeps([normal, high])
         high_started = service.trial_times(high)[0][0]
-        normal_trials = service.trial_times(normal)
+        settle = time.monotonic() + 30  # the normal driver may record its trial's end after Ray freed the slot
+        while True:
+            normal_trials = service.trial_times(normal)
+            if any(end is not None and start < arrived for start, end in normal_trials) or time.monotonic() > settle:
+                break
+            time.sleep(0.2)
     finally:
         service.stop()
 
+    # The first slot the high sweep could have: one already free when it arrived (under load its
+    # driver may take longer to start than a normal trial has left, and the normal sweep, its grant
+    # already cut, does not refill it), else the first normal trial to end after the arrival.
     held_at_arrival = [(start, end) for start, end in normal_trials if start < arrived and (end is None or end > arrived)]
-    assert len(held_at_arrival) == CORES, normal_trials
-    freed = [(start, end) for start, end in held_at_arrival if end is not None and end <= high_started + CLOCK_SLACK_S]
-    assert freed, f"the high sweep started at {high_started} while the normal sweep still held every core"
-    freed_start, freed_end = min(freed, key=lambda t: t[1])  # the first slot to free after the arrival
+    ends = [end for _, end in held_at_arrival if end is not None]
+    assert len(held_at_arrival) < CORES or ends, f"the high sweep started while the normal one held every core: {normal_trials}"
+    slot_free = arrived if len(held_at_arrival) < CORES else min(ends)
     started_since = [start for start, _ in normal_trials if arrived < start < high_started]
     assert not started_since, f"the normal sweep started {len(started_since)} trial(s) after the high sweep arrived, before it"
-    trial_length = freed_end - freed_start
+    assert high_started - slot_free <= ACTOR_START_S, (
+        f"the high sweep's trial started {high_started - slot_free:.1f} s after a slot freed for it")
+    trial_length = max(end - start for start, end in normal_trials if end is not None)  # as measured
     waited = high_started - arrived
     assert waited <= trial_length + ACTOR_START_S, (
-        f"the high sweep waited {waited:.1f} s for a slot; the trial that freed it ran {trial_length:.1f} s")
+        f"the high sweep waited {waited:.1f} s for a slot; the normal sweep's trials ran up to {trial_length:.1f} s")
     assert shares[high]["limit"] > shares[normal]["limit"], shares  # 2 slots: high 1.33, normal 0.67 of them
