@@ -174,7 +174,7 @@ def sweepd_padding(data_dir: Path, trial_steps: int, warmup: int, steps: int) ->
     planner (`trainer.batching.plan_step` + `padding_waste`); (None, None) if the planner's
     interface has moved on (the trainer is being worked on; the benchmark should still run)."""
     try:
-        from trainer.batching import padding_waste, plan_step, sample_order
+        from trainer.batching import one_row, padding_waste, plan_step, sample_order
         from trainer.data import ChatTokenizer, load_samples
         from trainer.models import load_model
 
@@ -187,7 +187,7 @@ def sweepd_padding(data_dir: Path, trial_steps: int, warmup: int, steps: int) ->
             plan = plan_step(order, step, EFFECTIVE_BATCH, samples, rank=0, world=1, max_seq_len=MAX_SEQ_LEN,
                              micro_batch_tokens=SWEEPD_MICRO_BATCH_TOKENS, micro_batch_size=None)
             lengths = {i: len(samples[i]) for row_group in plan.micro for row in row_group for i in row}
-            p, t = padding_waste(plan.micro, lengths)
+            p, t = padding_waste([one_row(rows) for rows in plan.micro], lengths)  # as the loop feeds them
             pad, total = pad + p, total + t
             micro.append(plan.num_micro_steps)
         return pad / total, sum(micro) / len(micro)

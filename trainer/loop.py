@@ -23,6 +23,7 @@ from . import distributed, throughput
 from .batching import (
     Batch,
     collate,
+    one_row,
     plan_step,
     sample_order,
     steps_for_budget,
@@ -170,7 +171,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter, *, checkpoint_dir: str | Pat
             engine.set_gradient_accumulation_boundary(last)
             if m < len(plan.micro):
                 rows = plan.micro[m]
-                b = collate([[samples[i] for i in row] for row in rows], tok.pad_token_id).to(info.device)
+                b = collate([[samples[i] for i in row] for row in one_row(rows)], tok.pad_token_id).to(info.device)
                 loss_sum = summed_loss(engine, b)
                 engine.backward(loss_sum * scale)
                 local_sum += loss_sum.item()

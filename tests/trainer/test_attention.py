@@ -76,8 +76,9 @@ def test_segments_are_grouped_by_length_padded_at_their_ends():
     lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
     assert sum(n for n, _ in groups.sizes) == len(lengths)  # every segment in exactly one group
     assert groups.gather.numel() == sum(n * w for n, w in groups.sizes)
-    padded = sum(n * w for n, w in groups.sizes)
-    assert padded <= attention.GROUP_PADDING * sum(lengths) + attention.GROUP_SLACK_TOKENS * len(groups.sizes)
+    padded_work = sum(n * w * w for n, w in groups.sizes)  # attention work grows with length squared
+    slack = attention.GROUP_SLACK_TOKENS**2 * len(groups.sizes)
+    assert padded_work <= attention.GROUP_PADDING * sum(k * k for k in lengths) + slack
     # scattering the gathered tokens back gives every token itself
     assert torch.equal(groups.gather[groups.scatter], torch.arange(cu[-1]))
     # within a group, a segment's row of the padded block is its own tokens, then its last token again
@@ -89,6 +90,19 @@ def test_segments_are_grouped_by_length_padded_at_their_ends():
             k = next((i for i in range(1, w) if row[i] != first + i), w)
             assert row[:k] == list(range(first, first + k)) and all(t == first + k - 1 for t in row[k:])
         offset += n * w
+
+
+def test_groups_bound_the_padded_attention_work_not_the_padded_tokens():
+    # a 268-token segment and a 150-token one: padding the second to 268 adds 79% tokens (within
+    # 1.25x of the pair's tokens plus 64) but 3.2x its attention work, so they go in separate groups;
+    # five near-equal short ones share one
+    lengths = [268, 150, 60, 59, 58, 57, 56]
+    cu = [0]
+    for k in lengths:
+        cu.append(cu[-1] + k)
+    groups = attention.segment_groups(cu, torch.device("cpu"))
+    assert groups.sizes == [(1, 268), (1, 150), (5, 60)]
+    assert torch.equal(groups.gather[groups.scatter], torch.arange(cu[-1]))
 
 
 def test_packed_logits_equal_the_dense_mask_reference(tiny, reference, rows):
