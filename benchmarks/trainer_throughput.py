@@ -74,6 +74,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from benchmarks.bench_models import MODELS, head_share, model_path  # noqa: E402
 from benchmarks.throughput_peers import DEFAULT_PEERS, PEERS, TRL_TEMPLATE, deepspeed_config, describe_peer, run_peer  # noqa: E402
 
 EFFECTIVE_BATCH = 32
@@ -196,13 +197,14 @@ def sweepd_padding(data_dir: Path, trial_steps: int, warmup: int, steps: int) ->
         return None, None
 
 
-def run_sweepd(data_dir: Path, trial_steps: int, warmup: int, steps: int, with_eval: bool = True) -> dict:
+def run_sweepd(data_dir: Path, trial_steps: int, warmup: int, steps: int, with_eval: bool = True,
+               model: str = "builtin:tiny") -> dict:
     from trainer.config import parse_trial_config
     from trainer.loop import run_trial
     from trainer.reporting import InMemoryReporter
 
     raw = {
-        "model": {"path": "builtin:tiny"},
+        "model": {"path": model},
         "data": {"train": [{"path": str(data_dir / "train.jsonl")}],
                  "eval": [{"path": str(data_dir / "eval.jsonl")}] if with_eval else [],
                  "max_seq_len": MAX_SEQ_LEN},
@@ -277,7 +279,7 @@ def settings(args) -> dict:
     return {
         "steps": args.steps, "warmup": args.warmup, "seed": SEED, "learning_rate": LEARNING_RATE,
         "betas": list(BETAS), "weight_decay": WEIGHT_DECAY, "grad_clip": GRAD_CLIP, "zero_stage": ZERO_STAGE,
-        "max_seq_len": MAX_SEQ_LEN,
+        "max_seq_len": MAX_SEQ_LEN, "model_path": "builtin:tiny",
         "hf_micro": args.hf_micro, "hf_accum": EFFECTIVE_BATCH // args.hf_micro,
         "trl_micro": args.trl_micro, "trl_accum": EFFECTIVE_BATCH // args.trl_micro,
         "trlg_micro": args.trlg_micro, "trlg_accum": EFFECTIVE_BATCH // args.trlg_micro,
@@ -323,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads for every trainer (default: torch's own default); with 1 "
                          "thread the tokens per CPU-second are robust to other processes' load")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "trainer_throughput.json"))
+    ap.add_argument("--model", default="tiny", choices=MODELS,
+                    help="tiny: builtin:tiny; llama1b-mix: Llama-3.2-1B's proportions scaled down (benchmarks/bench_models.py)")
+    ap.add_argument("--out", default=None,
+                    help="default benchmarks/results/trainer_throughput.json (tiny), trainer_throughput_<model>.json otherwise")
     args = ap.parse_args(argv)
     if not 0 < args.warmup < args.steps:
         ap.error("need 0 < --warmup < --steps")
@@ -347,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = loadavg()
     log(f"torch {torch.__version__}, {threads} intra-op threads ({'--threads' if args.threads else 'the default'}, used by all), "
         f"{os.cpu_count()} CPUs, load average {load_start}")
-    log(f"builtin:tiny, fp32 CPU, effective batch {EFFECTIVE_BATCH} samples, ZeRO-{ZERO_STAGE}; timed steps "
+    log(f"{args.model}, fp32 CPU, effective batch {EFFECTIVE_BATCH} samples, ZeRO-{ZERO_STAGE}; timed steps "
         f"{args.warmup + 1}..{args.steps} of each run; {args.rounds} round(s), order rotating")
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     errors: dict[str, str] = {}
@@ -366,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sweepd-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         make_data(data_dir, seed=SEED)
+        s["model_path"] = model_path(args.model, Path(tmp), SEED)
+        from trainer.models import load_model
+
+        share = head_share(load_model(s["model_path"], seed=SEED).model)
+        log(f"model {args.model} ({s['model_path']}): output head {share:.1%} of the matmul weights")
 
         def one_run(side: str, r: int) -> None:
             if side in errors:
@@ -377,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                     n = trial_steps if first else args.steps
                     what = f"a {n}-step trial, final eval included" if first else f"{n} steps, no eval"
                     log(f"  round {r + 1}: {LABELS[side]} ({what}) ...")
-                    res = run_sweepd(data_dir, n, args.warmup, args.steps, with_eval=first)
+                    res = run_sweepd(data_dir, n, args.warmup, args.steps, with_eval=first, model=s["model_path"])
                 else:
                     log(f"  round {r + 1}: {LABELS[side]} ({args.steps} steps) ...")
                     res = run_peer(side, s, data_dir, Path(tmp) / f"{side}{r}", helpers)
@@ -491,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
                     "torch_threads": threads, "load_average_start": load_start, "load_average_end": loadavg()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "deepspeed": deepspeed.__version__, "trl": trl_version},
-        "setup": {"model": "builtin:tiny", "dtype": "fp32", "device": "cpu", "effective_batch": EFFECTIVE_BATCH,
+        "setup": {"model": args.model, "model_head_share": share, "dtype": "fp32", "device": "cpu", "effective_batch": EFFECTIVE_BATCH,
                   "zero_stage": ZERO_STAGE, "learning_rate": LEARNING_RATE, "lr_scheduler": "constant",
                   "betas": list(BETAS), "weight_decay": WEIGHT_DECAY, "grad_clip": GRAD_CLIP,
                   "max_seq_len": MAX_SEQ_LEN, "timed_steps": [args.warmup + 1, args.steps], "rounds": args.rounds,
@@ -511,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "errors": errors,
     }
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "benchmarks" / "results" / (
+        "trainer_throughput.json" if args.model == "tiny" else f"trainer_throughput_{args.model.replace('-', '_')}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

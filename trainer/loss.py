@@ -8,7 +8,9 @@ cross-entropy's backward holds two or three such tensors; so instead:
 2. the rows whose target is not IGNORE are picked (prompt tokens never reach the head);
 3. per chunk of those rows: the output head (`get_output_embeddings()`, called as a module), fp32
    cross-entropy, summed; each chunk under `torch.utils.checkpoint`, so its logits are freed as
-   soon as its loss is known and recomputed, one chunk at a time, in the backward pass.
+   soon as its loss is known and recomputed, one chunk at a time, in the backward pass. A loss that
+   fits in one chunk skips the checkpoint: holding that chunk is the bound anyway, and the head is
+   not run twice.
 
 Autograd holds one chunk of logits at a time (`chunk_tokens_for`: at most LOGITS_CHUNK_BYTES of
 fp32 logits, at most MAX_CHUNK_TOKENS rows).
@@ -109,8 +111,11 @@ def chunked_cross_entropy(head: torch.nn.Module, hidden: torch.Tensor, targets: 
     start = 0
     for i in range(chunks):
         k = n // chunks + (1 if i < n % chunks else 0)
-        part = checkpoint(_chunk_loss, head, transform, h[start:start + k], t[start:start + k],
-                          use_reentrant=False, preserve_rng_state=False)
+        if chunks == 1:  # one chunk's logits held through backward is the bound anyway: no recompute
+            part = _chunk_loss(head, transform, h[start:start + k], t[start:start + k])
+        else:
+            part = checkpoint(_chunk_loss, head, transform, h[start:start + k], t[start:start + k],
+                              use_reentrant=False, preserve_rng_state=False)
         total = total + part
         start += k
     return total

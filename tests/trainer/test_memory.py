@@ -240,7 +240,28 @@ def test_chunks_split_the_loss_tokens_evenly_and_run_the_head_once_without_any()
     calls.clear()
     none = chunked_cross_entropy(head, hidden, torch.full((1, 10), IGNORE), chunk_tokens=3)
     none.backward()
-    assert none.item() == 0.0 and calls == [0, 0]  # every rank calls the head, as ZeRO-3 needs
+    assert none.item() == 0.0 and calls == [0]  # every rank calls the head, as ZeRO-3 needs
+
+
+def test_a_loss_that_fits_one_chunk_runs_the_head_once_with_the_same_loss_and_grads():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 16, bias=False)
+    calls = []
+    head.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    hidden = torch.randn(1, 10, 8, requires_grad=True)
+    targets = torch.randint(0, 16, (1, 10))
+    targets[0, 2] = IGNORE
+    one = chunked_cross_entropy(head, hidden, targets, chunk_tokens=64)
+    one.backward()
+    assert calls == [9]  # no checkpoint recompute in backward
+    got = (one.detach(), hidden.grad.clone(), head.weight.grad.clone())
+    hidden.grad, head.weight.grad = None, None
+    ref = torch.nn.functional.cross_entropy(head(hidden).view(-1, 16).float(), targets.view(-1),
+                                            ignore_index=IGNORE, reduction="sum")
+    ref.backward()
+    torch.testing.assert_close(got[0], ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[1], hidden.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[2], head.weight.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_chunk_size_scales_with_the_vocabulary(monkeypatch):
