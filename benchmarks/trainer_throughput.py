@@ -1,16 +1,17 @@
 """Trainer throughput: sweepd's trainer against the Hugging Face trainers set up as a careful user would.
 
-Every trainer trains `builtin:tiny` (fp32, CPU) on the built-in synthetic variable-length chat
+Every trainer trains the same model (fp32, CPU; `--model`: `builtin:tiny`, or `llama1b-mix`, Llama-3.2-1B's
+proportions scaled down, `benchmarks/bench_models.py`) on the built-in synthetic variable-length chat
 data (`trainer.synthetic.make_data(seed=0)`, 19-372 tokens a sample, mean 133) with the same loss
 masking (assistant turns' content and end marker; `pretraining` content in full), an effective
 batch of 32 samples, AdamW (0.9, 0.95), weight decay 0, gradient clipping 1.0, a constant LR and
 DeepSpeed ZeRO stage 2, for the same number of optimizer steps:
 
-1. sweepd: `trainer.loop.run_trial` (packed, padding-free; `micro_batch_tokens` 16384, so each
-   step is one micro-batch, as the peers' fastest split is: memory is no constraint at this size;
-   its own packed attention). The first run is a whole `--trial-steps` trial (default 200, final
-   evaluation included), which also gives the wall time issue 2 asks for; throughput is read from
-   its per-step reports (cumulative real `tokens` and `seconds`).
+1. sweepd: `trainer.loop.run_trial` (padding-free: a micro-batch is one row of its samples back
+   to back; `micro_batch_tokens` 16384, so each step is one micro-batch, as the peers' fastest
+   split is: memory is no constraint at this size; its own packed attention). The first run is a
+   whole `--trial-steps` trial (default 200, final evaluation included), which also gives the
+   wall time issue 2 asks for; throughput is read from its per-step reports (cumulative real `tokens` and `seconds`).
 2. The peers (`benchmarks/throughput_peers.py`), each through the HF DeepSpeed integration
    (`deepspeed=` a dict), with transformers' default attention (SDPA), each at its fastest
    micro-batch split here (`benchmarks/throughput_probe.py`):
@@ -294,6 +295,9 @@ def cpu_world(threads: int | None) -> None:
     """Quiet logs, a gloo world of one as sweepd's trainer makes it (accelerate then picks DeepSpeed
     on the CPU for the HF peers too, whichever side runs first), and the torch thread count."""
     warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     # accelerate warns that DeepSpeed's gradient_accumulation_steps replaces its plugin's (1): expected.
     logging.getLogger("accelerate").setLevel(logging.ERROR)

@@ -84,7 +84,7 @@ def segments_from_position_ids(position_ids: torch.Tensor) -> Segments:
 # sum of its padded lengths squared) stays within this factor of its real work, plus the work of a
 # slack-long segment (so short segments are never alone). Bounding work, not tokens: a 150-token
 # segment padded to 268 costs 3.2x its attention, not 1.8x. Measured on the benchmark's data (CPU
-# flash SDPA, forward + backward): 15% less attention time than bounding tokens at 1.25.
+# flash SDPA, forward + backward): 14% less attention time than bounding tokens at 1.25.
 GROUP_PADDING = 1.3
 GROUP_SLACK_TOKENS = 64
 

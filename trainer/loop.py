@@ -21,7 +21,6 @@ import torch.distributed as dist
 
 from . import distributed, throughput
 from .batching import (
-    Batch,
     collate,
     one_row,
     plan_step,
