@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trainer.batching import collate, micro_batches, padding_waste, plan_step, sample_order
+from trainer.batching import collate, micro_batches, one_row, padding_waste, plan_step, sample_order
 from trainer.data import ChatTokenizer, load_samples
 from trainer.models import build_tiny
 
@@ -72,3 +72,16 @@ def test_phased_order_runs_phases_in_order():
     order = sample_order([12, 4], steps=4, batch=4, seed=0, strategy="phased")
     assert len(order) == 16
     assert all(i < 12 for i in order[:12]) and all(i >= 12 for i in order[12:])
+
+
+def test_a_training_micro_batch_is_one_row_without_padding(tiny, samples):
+    order = sample_order([len(samples)], 4, 32, seed=0, strategy="stacked")
+    plan = plan_step(order, 0, 32, samples, rank=0, world=1, max_seq_len=512, micro_batch_tokens=2048,
+                     micro_batch_size=None)
+    lengths = {i: len(samples[i]) for i in range(len(samples))}
+    assert len(plan.micro) > 1 and any(len(rows) > 1 for rows in plan.micro)  # rows to flatten
+    flat = [one_row(rows) for rows in plan.micro]
+    assert sorted(i for rows in flat for row in rows for i in row) == sorted(order[:32])
+    assert padding_waste(flat, lengths)[0] == 0
+    batch = collate([[samples[i] for i in row] for row in flat[0]], tiny.tokenizer.pad_token_id)
+    assert batch.input_ids.shape == (1, batch.real_tokens)
