@@ -240,7 +240,7 @@ def run_peer(name: str, s: dict, data_dir: Path, out_dir: Path, helpers: dict) -
     cpu_snapshot, others_cores, rate, median_step_rate = (
         helpers[k] for k in ("cpu_snapshot", "others_cores", "rate", "median_step_rate"))
     hf_logging.set_verbosity_error()
-    lm = load_model(s.get("model_path", "builtin:tiny"), seed=s["seed"])
+    lm = load_model(s["model_path"], seed=s["seed"])  # settings() gives builtin:tiny; --model another
     # The stock attention a user of these trainers gets: sweepd's models load with its own packed
     # attention (trainer.attention); the peers run transformers' default, SDPA.
     lm.model.set_attn_implementation(PEER_ATTENTION)
