@@ -5,7 +5,8 @@ by the step's loss tokens). At 16k tokens and a 128k vocabulary, full fp32 logit
 cross-entropy's backward holds two or three such tensors; so instead:
 
 1. the base model runs to its last hidden states (the model's decoder, `get_decoder()`);
-2. the rows whose target is not IGNORE are picked (prompt tokens never reach the head);
+2. the rows whose target is not IGNORE are picked (prompt tokens never reach the head; the last
+   layer's MLP runs on those rows only, `last_layer.py`);
 3. per chunk of those rows: the output head (`get_output_embeddings()`, called as a module), fp32
    cross-entropy, summed; each chunk under `torch.utils.checkpoint`, so its logits are freed as
    soon as its loss is known and recomputed, one chunk at a time, in the backward pass. A loss that
@@ -49,6 +50,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .batching import Batch
 from .data import IGNORE
+from .last_layer import last_mlp, mlp_on_rows, trim_is_exact
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +173,13 @@ def summed_loss(engine, batch: Batch, chunk_tokens: int | None = None) -> torch.
     transform = logits_transform(model.config)
     agree = _zero3_world(engine)
     chunk_tokens = chunk_tokens or chunk_tokens_for(model.config.vocab_size)
+    # the last layer's MLP on the tokens with a target only (last_layer.py)
+    mlp = last_mlp(model) if trim_is_exact(model, batch.input_ids, batch.position_ids) else None
+    rows = (batch.targets.reshape(-1) != IGNORE).nonzero().squeeze(1)
 
     def loss_forward(**inputs):
-        hidden = decoder(**inputs, use_cache=False).last_hidden_state
+        with mlp_on_rows(mlp, rows, batch.input_ids.shape):
+            hidden = decoder(**inputs, use_cache=False).last_hidden_state
         return chunked_cross_entropy(head, hidden, batch.targets, chunk_tokens, agree, transform)
 
     with _forward_replaced(model, loss_forward):
