@@ -13,6 +13,11 @@
 
 The head share matters because sweepd runs the output head and the cross-entropy on the tokens
 that have a target only (40% of the benchmark data's tokens), and the peers on every token.
+
+What neither model matches is depth. sweepd also runs the last layer's MLP on those tokens only
+(`trainer/last_layer.py`). With 2 layers the last layer is half the model, so that trim counts for
+far more here than on a 16-layer Llama-3.2-1B (about 3% of a step) or a 32-layer 8B (under 2%).
+`trainer_throughput.py --ablation` measures it beside the rest.
 """
 
 from __future__ import annotations

@@ -76,6 +76,11 @@ def summarize(runs: dict[str, list[dict]], sides: list[str], peers: list[str], e
         log(f"                 per round: {rounds_txt}  (* = contended); median-step ratio {ratio_step:.2f}x")
         if ratio_cpu is not None:
             log(f"                 per CPU-second: {ratio_cpu:.2f}x (best peer by tokens/CPU-s: {best_cpu})")
+        for side in done:  # an ablation of sweepd's own: how it compares, and what it costs sweepd
+            if side != "sweepd" and side not in peers:
+                x = summary_rows[side]["tokens_per_s"]
+                log(f"                 {labels[side]}: {x / summary_rows[best]['tokens_per_s']:.2f}x the best "
+                    f"peer; sweepd is {sw['tokens_per_s'] / x:.2f}x it")
     trial = runs["sweepd"][0]["trial"] if runs.get("sweepd") else None
     if trial:
         label = f"{trial['steps']}-step trial"

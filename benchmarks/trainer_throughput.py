@@ -45,6 +45,10 @@ DS_ACCELERATOR=cpu and a gloo process group of one (made here with `trainer.dist
 as sweepd's trainer makes it), accelerate picks DistributedType.DEEPSPEED on the CPU and the
 Trainer builds a real DeepSpeedEngine with ZeRO-2's DeepSpeedZeroOptimizer (recorded in the JSON).
 
+`--ablation` adds a run of sweepd per round with `trainer/last_layer.py` switched off (the last
+layer's MLP on every token), printed beside the rest but never counted as a peer: what that
+trim buys on this model.
+
 Run: `make bench` (or `.venv/bin/python benchmarks/trainer_throughput.py`; TRL comes with
 `pip install -c constraints.txt -e '.[bench]'`). Prints the table and writes
 benchmarks/results/trainer_throughput.json. A benchmark, not a test: it asserts nothing.
@@ -57,7 +61,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -76,7 +79,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from benchmarks.bench_models import MODELS, head_share, model_path  # noqa: E402
+from benchmarks.cpu_clock import (CONTENDED_CORES, cpu_snapshot, loadavg, median_step_rate, others_cores,  # noqa: E402
+                                  own_cpu_seconds, rate, wait_for_quiet)
 from benchmarks.throughput_summary import summarize  # noqa: E402
+from trainer import last_layer  # noqa: E402
 from benchmarks.throughput_peers import DEFAULT_PEERS, PEERS, TRL_TEMPLATE, deepspeed_config, describe_peer, run_peer  # noqa: E402
 
 EFFECTIVE_BATCH = 32
@@ -97,77 +103,11 @@ SWEEPD_MICRO_BATCH_TOKENS = 16384  # a step's samples (32 x at most 372 tokens) 
 ZERO_STAGE = 2
 SEED = 0
 TARGET = 1.3
+ABLATION = "sweepd_full_mlp"  # --ablation: sweepd with trainer/last_layer.py switched off
 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-CONTENDED_CORES = 0.25  # other processes using more CPU than this during a run mark it "contended"
-
-
-def cpu_snapshot() -> tuple[float, int, int] | None:
-    """(wall clock, busy jiffies of the whole machine, jiffies of this process) from /proc; None off Linux."""
-    try:
-        with open("/proc/stat") as fh:
-            v = [int(x) for x in fh.readline().split()[1:]]
-        busy = sum(v[:8]) - v[3] - v[4]  # user nice system idle iowait irq softirq steal (guest is in user)
-        with open("/proc/self/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        own = int(fields[11]) + int(fields[12])  # utime + stime, all threads
-        return time.perf_counter(), busy, own
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def others_cores(a, b) -> float | None:
-    """CPU cores that other processes kept busy, on average, between two snapshots."""
-    if a is None or b is None or b[0] <= a[0]:
-        return None
-    return round(max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / CLK_TCK / (b[0] - a[0])), 3)
-
-
-def own_cpu_seconds(a, b) -> float | None:
-    """CPU seconds this process used (all threads) between two snapshots."""
-    if a is None or b is None:
-        return None
-    return (b[2] - a[2]) / CLK_TCK
-
-
-def wait_for_quiet(max_wait: float) -> float:
-    """Wait (up to max_wait s) until other processes leave the CPUs alone for a second; return the wait."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < max_wait:
-        a = cpu_snapshot()
-        time.sleep(1.0)
-        busy = others_cores(a, cpu_snapshot())
-        if busy is None or busy < CONTENDED_CORES:
-            break
-    return round(time.perf_counter() - t0, 1)
-
-
-def median_step_rate(points: list[tuple[int, int, float]], start: int, end: int) -> float:
-    """Median over the steps start+1..end of each step's own tokens/s: robust to bursts of load."""
-    by_step = {s: (tok, sec) for s, tok, sec in points}
-    rates = [(by_step[k][0] - by_step[k - 1][0]) / (by_step[k][1] - by_step[k - 1][1])
-             for k in range(start + 1, end + 1) if by_step[k][1] > by_step[k - 1][1]]
-    return statistics.median(rates)
-
-
-def rate(points: list[tuple[int, int, float]], start: int, end: int) -> float:
-    """tokens/s between the end of step `start` and the end of step `end`; points are (step, tokens, seconds)."""
-    by_step = {s: (tok, sec) for s, tok, sec in points}
-    t0, s0 = by_step[start]
-    t1, s1 = by_step[end]
-    return (t1 - t0) / (s1 - s0)
 
 
 # ---- sweepd -------------------------------------------------------------------------------------
@@ -289,7 +229,8 @@ def settings(args) -> dict:
     }
 
 
-LABELS = {"sweepd": "sweepd (trainer.loop.run_trial)"}
+LABELS = {"sweepd": "sweepd (trainer.loop.run_trial)",
+          ABLATION: "sweepd, last layer's MLP on every token (ablation, not a peer)"}
 
 
 def cpu_world(threads: int | None) -> None:
@@ -319,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default=",".join(DEFAULT_PEERS),
                     help=f"comma-separated peers among {', '.join(PEERS)} (default: {','.join(DEFAULT_PEERS)})")
     ap.add_argument("--no-sweepd", action="store_true", help="peers only (to probe their settings)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also run sweepd with its last layer's MLP on every token (trainer/last_layer.py off)")
     ap.add_argument("--hf-micro", type=int, default=HF_MICRO, help="transformers.Trainer: samples per micro-batch")
     ap.add_argument("--trl-micro", type=int, default=TRL_MICRO, help="TRL padding_free: samples per micro-batch")
     ap.add_argument("--trlg-micro", type=int, default=TRLG_MICRO,
@@ -342,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     peers = [p for p in args.peers.split(",") if p]
     if unknown := [p for p in peers if p not in PEERS]:
         ap.error(f"unknown peer(s) {unknown}; choose among {PEERS}")
-    sides = ([] if args.no_sweepd else ["sweepd"]) + peers
+    sides = ([] if args.no_sweepd else ["sweepd"]) + ([ABLATION] if args.ablation else []) + peers
     if not sides:
         ap.error("nothing to run")
     trial_steps = max(args.trial_steps, args.steps)
@@ -393,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
                     what = f"a {n}-step trial, final eval included" if first else f"{n} steps, no eval"
                     log(f"  round {r + 1}: {LABELS[side]} ({what}) ...")
                     res = run_sweepd(data_dir, n, args.warmup, args.steps, with_eval=first, model=s["model_path"])
+                elif side == ABLATION:
+                    log(f"  round {r + 1}: {LABELS[side]} ({args.steps} steps, no eval) ...")
+                    with last_layer.switched_off():
+                        res = run_sweepd(data_dir, args.steps, args.warmup, args.steps, with_eval=False,
+                                         model=s["model_path"])
                 else:
                     log(f"  round {r + 1}: {LABELS[side]} ({args.steps} steps) ...")
                     res = run_peer(side, s, data_dir, Path(tmp) / f"{side}{r}", helpers)

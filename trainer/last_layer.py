@@ -36,6 +36,18 @@ import torch
 log = logging.getLogger(__name__)
 
 _EXACT: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+_switched_off = False
+
+
+@contextlib.contextmanager
+def switched_off():
+    """Every MLP runs on every token meanwhile (the benchmark's ablation measures what the trim buys)."""
+    global _switched_off
+    before, _switched_off = _switched_off, True
+    try:
+        yield
+    finally:
+        _switched_off = before
 
 
 def checkpointing_on(model: torch.nn.Module) -> bool:
@@ -47,7 +59,7 @@ def checkpointing_on(model: torch.nn.Module) -> bool:
 
 def last_mlp(model: torch.nn.Module) -> torch.nn.Module | None:
     """The last decoder layer's dense MLP, or None where the trim does not apply."""
-    if checkpointing_on(model):
+    if _switched_off or checkpointing_on(model):
         return None
     layers = getattr(model.get_decoder(), "layers", None)
     if not layers:

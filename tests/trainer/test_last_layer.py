@@ -117,3 +117,16 @@ def test_a_model_that_mixes_tokens_after_the_last_mlp_fails_the_probe_and_trains
     handle.remove()
     assert seen == [b.real_tokens]
     assert trained[0] == pytest.approx(full_logits_loss(model, b).item(), rel=1e-6)
+
+
+def test_a_micro_batch_without_loss_tokens_runs_the_last_mlp_on_nothing():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(VOCAB))
+    b = packed_batch([20, 30])
+    summed_loss(model, b)  # the once-per-model probes
+    empty = Batch(b.input_ids, torch.full_like(b.targets, IGNORE), b.position_ids, None, b.real_tokens, 0)
+    seen, handle = mlp_inputs(model.model.layers[-1].mlp)
+    value = summed_loss(model, empty)
+    value.backward()
+    handle.remove()
+    assert seen == [0] and value.item() == 0.0
