@@ -72,7 +72,8 @@ $(BENCH_STAMP): $(STAMP)
 	touch $@
 
 bench: setup $(BENCH_STAMP)
-	$(PY) benchmarks/trainer_throughput.py
+	$(PY) benchmarks/trainer_throughput.py --ablation
+	$(PY) benchmarks/trainer_throughput.py --ablation --model llama1b-mix --peers hf,trl_grouped --steps 30 --trial-steps 0
 	$(PY) benchmarks/preflight.py
 	$(PY) benchmarks/preflight_api.py
 	$(PY) benchmarks/api_load.py
