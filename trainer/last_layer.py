@@ -120,7 +120,9 @@ def trim_is_exact(model: torch.nn.Module, input_ids: torch.Tensor, position_ids:
                     mine = decoder(**inputs).last_hidden_state
                 want = full.reshape(-1, full.size(-1))[rows]
                 got = mine.reshape(-1, mine.size(-1))[rows]
-                ok = bool(((got - want).abs().max() <= 1e-4 * want.abs().max() + 1e-6).item())
+                # a token-mixing layer is off by O(1); bf16 rounds differently per matmul shape
+                tol = 1e-4 if want.dtype == torch.float32 else 2e-2
+                ok = bool(((got - want).abs().max() <= tol * want.abs().max() + 1e-6).item())
             except (RuntimeError, ValueError, IndexError) as err:  # a layer that needs every token
                 log.info("%s: the last MLP runs on every token (%s)", type(model).__name__, err)
         _EXACT[model] = ok

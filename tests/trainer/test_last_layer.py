@@ -130,3 +130,10 @@ def test_a_micro_batch_without_loss_tokens_runs_the_last_mlp_on_nothing():
     value.backward()
     handle.remove()
     assert seen == [0] and value.item() == 0.0
+
+
+def test_the_probe_passes_in_bf16_where_matmuls_round_by_shape():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(VOCAB)).to(torch.bfloat16)
+    b = packed_batch([30, 40])
+    assert last_layer.trim_is_exact(model, b.input_ids, b.position_ids)
