@@ -186,6 +186,11 @@ def _context(browser: Any, base_url: str, token: str | None, *, bypass_csp: bool
     if token:
         ctx.add_init_script(f"window.localStorage.setItem({json.dumps(TOKEN_KEY)}, {json.dumps(token)});")
     ctx.set_default_timeout(15_000)
+    # expect()'s own default is 5 s: a finished sweep's first refresh (Plotly's charts included)
+    # took 5.9 s on a slow 2-core CI machine. Waiting longer changes no verdict, only flakiness.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
     return ctx
 
 
