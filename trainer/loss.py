@@ -91,17 +91,24 @@ def _chunk_loss(head: torch.nn.Module, transform, hidden: torch.Tensor, targets:
     return F.cross_entropy(logits, targets, reduction="sum")
 
 
+def loss_rows(targets: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the tokens that have a target."""
+    return (targets.reshape(-1) != IGNORE).nonzero().squeeze(1)
+
+
 def chunked_cross_entropy(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
-                          chunk_tokens: int, agree_across_ranks: bool = False, transform=None) -> torch.Tensor:
+                          chunk_tokens: int, agree_across_ranks: bool = False, transform=None,
+                          rows: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over tokens with a target of cross_entropy(transform(head(hidden).float()), target), chunk
     by chunk.
 
     hidden: (..., H); targets: (...) with IGNORE where a token predicts nothing. With
     `agree_across_ranks`, every rank of the process group runs the same number of chunks (some
-    possibly empty), as ZeRO-3's parameter gathers require."""
+    possibly empty), as ZeRO-3's parameter gathers require. `rows`: the flat indices of the tokens
+    with a target, where the caller has them already (`loss_rows`)."""
     h = hidden.reshape(-1, hidden.size(-1))
     t = targets.reshape(-1)
-    rows = (t != IGNORE).nonzero().squeeze(1)
+    rows = loss_rows(targets) if rows is None else rows
     h, t = h.index_select(0, rows), t.index_select(0, rows)
     n = h.size(0)
     chunks = max(1, -(-n // chunk_tokens))  # at least one call of the head, even with no loss tokens
@@ -175,12 +182,12 @@ def summed_loss(engine, batch: Batch, chunk_tokens: int | None = None) -> torch.
     chunk_tokens = chunk_tokens or chunk_tokens_for(model.config.vocab_size)
     # the last layer's MLP on the tokens with a target only (last_layer.py)
     mlp = last_mlp(model) if trim_is_exact(model, batch.input_ids, batch.position_ids) else None
-    rows = (batch.targets.reshape(-1) != IGNORE).nonzero().squeeze(1)
+    rows = loss_rows(batch.targets)  # one nonzero (a device sync on a GPU) for the MLP and the head
 
     def loss_forward(**inputs):
         with mlp_on_rows(mlp, rows, batch.input_ids.shape):
             hidden = decoder(**inputs, use_cache=False).last_hidden_state
-        return chunked_cross_entropy(head, hidden, batch.targets, chunk_tokens, agree, transform)
+        return chunked_cross_entropy(head, hidden, batch.targets, chunk_tokens, agree, transform, rows)
 
     with _forward_replaced(model, loss_forward):
         return engine(input_ids=batch.input_ids, position_ids=batch.position_ids,
