@@ -83,6 +83,8 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
+from benchmarks.throwaway_postgres import with_postgres  # noqa: E402
+
 API = "/api/v1"
 TARGET_P95_MS = 50.0
 CONTENDED_CORES = 0.25
@@ -848,31 +850,12 @@ def part_detail(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     out["sqlite"] = measure_backend("sqlite", f"sqlite:///{tmp / 'scale.db'}", args, tmp, [])
     if args.no_postgres:
         return out
-    # its own folder, readable by the `postgres` system user that runs the server when we are root
-    pg_dir = Path(tempfile.mkdtemp(prefix="sweepd-api-load-pg-"))
-    pg_dir.chmod(0o755)
-    env = dict(os.environ, SWEEPD_PG_DIR=str(pg_dir))
-    started = subprocess.run(["bash", str(ROOT / "scripts" / "postgres.sh"), "start"], env=env, text=True,
-                             capture_output=True, timeout=600)
-    if started.returncode != 0:
-        log(f"postgresql: could not start a throwaway server, skipped:\n{started.stderr[-1500:]}")
-        out["postgresql"] = {"skipped": started.stderr[-1500:]}
-        return out
-    try:
-        url = started.stdout.strip().splitlines()[-1]
-        roots = []
-        try:  # the server's processes are ours for the CPU accounting
-            roots = [int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])]
-        except (OSError, ValueError, IndexError):
-            pass
-        version = subprocess.run(["bash", "-c", "ls -d /usr/lib/postgresql/*/ | sort -V | tail -1"],
-                                 text=True, capture_output=True).stdout.strip().rstrip("/").rsplit("/", 1)[-1]
-        out["postgresql_version"] = version
-        out["postgresql"] = measure_backend("postgresql", url, args, tmp, roots)
-    finally:
-        subprocess.run(["bash", str(ROOT / "scripts" / "postgres.sh"), "stop"], env=env, text=True,
-                       capture_output=True, timeout=120)
-        note("postgresql stopped")
+    out["postgresql_version"] = subprocess.run(
+        ["bash", "-c", "ls -d /usr/lib/postgresql/*/ | sort -V | tail -1"], text=True,
+        capture_output=True).stdout.strip().rstrip("/").rsplit("/", 1)[-1]
+    # the server's processes are ours for the CPU accounting
+    out["postgresql"] = with_postgres(lambda pg: measure_backend("postgresql", pg.url, args, tmp, pg.pids()), log)
+    note("postgresql stopped")
     return out
 
 

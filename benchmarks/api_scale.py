@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
+from benchmarks.throwaway_postgres import with_postgres  # noqa: E402
 from api_load import (  # noqa: E402
     CLK_TCK, NCPU, _proc_stat, fmt_ms, free_port, loadavg, log, note, start_serve, stop_process, summary)
 
@@ -220,22 +220,6 @@ def revalidation_cost(data: Path) -> dict[str, float]:
     return out
 
 
-def with_postgres(fn: Any) -> dict[str, Any]:
-    pg_dir = Path(tempfile.mkdtemp(prefix="sweepd-api-scale-pg-"))
-    pg_dir.chmod(0o755)  # readable by the `postgres` user that runs the server when we are root
-    env = dict(os.environ, SWEEPD_PG_DIR=str(pg_dir))
-    script = str(ROOT / "scripts" / "postgres.sh")
-    started = subprocess.run(["bash", script, "start"], env=env, text=True, capture_output=True, timeout=600)
-    if started.returncode != 0:
-        log(f"postgresql: could not start a throwaway server, skipped:\n{started.stderr[-1500:]}")
-        return {"skipped": started.stderr[-1500:]}
-    try:
-        return fn(started.stdout.strip().splitlines()[-1])
-    finally:
-        subprocess.run(["bash", script, "stop"], env=env, text=True, capture_output=True, timeout=120)
-        shutil.rmtree(pg_dir, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sweeps", type=int, default=1000)
@@ -267,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["sqlite"] = measure("sqlite", f"sqlite:///{tmp / 'scale.db'}", args, tmp, data)
         if not args.no_postgres:
             log("postgresql:")
-            doc["postgresql"] = with_postgres(lambda url: measure("postgresql", url, args, tmp, data))
+            doc["postgresql"] = with_postgres(lambda pg: measure("postgresql", pg.url, args, tmp, data), log)
     finally:
         if args.keep:
             log(f"kept {tmp}")

@@ -126,7 +126,8 @@ def one_engine(engine: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
 
 
 def store_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from benchmarks.orchestration_store import recorder_rate, sqlite_url, with_postgres
+    from benchmarks.orchestration_store import fresh_database, recorder_rate, sqlite_url
+    from benchmarks.throwaway_postgres import with_postgres
 
     out: dict[str, Any] = {}
 
@@ -140,7 +141,7 @@ def store_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     (tmp / "sqlite").mkdir()
     out["sqlite"] = measure("sqlite", sqlite_url(tmp / "sqlite"))
     if not args.no_postgres:
-        out["postgresql"] = with_postgres(lambda url: measure("postgresql", url), log)
+        out["postgresql"] = with_postgres(lambda pg: measure("postgresql", fresh_database(pg.url)), log)
     return out
 
 

@@ -7,21 +7,17 @@ trials interleaved: its batching (FLUSH_EVERY_POINTS / FLUSH_EVERY_SECONDS), tra
 wrapper and idempotent inserts, on a fresh, migrated database. No Ray: this is the store path's
 capacity, not a sweep's (the sweep section measures that).
 
-``with_postgres(fn)`` runs ``fn(url)`` against a throwaway server from scripts/postgres.sh
-(SWEEPD_PG_DIR: a temporary folder of its own), stopped and removed afterwards.
+``fresh_database(url)`` makes a new, empty database on a PostgreSQL server
+(benchmarks/throwaway_postgres.py starts one).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,23 +101,6 @@ def recorder_rate(db_url: str, *, results: int, steps_per_trial: int = 50, concu
 
 def sqlite_url(folder: Path) -> str:
     return f"sqlite:///{folder / 'sweepd.db'}"
-
-
-def with_postgres(fn: Callable[[str], dict[str, Any]], log: Callable[[str], None]) -> dict[str, Any]:
-    """``fn(url)`` on a fresh database of a throwaway PostgreSQL server (scripts/postgres.sh)."""
-    pg_dir = Path(tempfile.mkdtemp(prefix="sweepd-orch-pg-"))
-    pg_dir.chmod(0o755)  # readable by the `postgres` user that runs the server when we are root
-    env = dict(os.environ, SWEEPD_PG_DIR=str(pg_dir))
-    script = str(ROOT / "scripts" / "postgres.sh")
-    started = subprocess.run(["bash", script, "start"], env=env, text=True, capture_output=True, timeout=600)
-    if started.returncode != 0:
-        log(f"postgresql: could not start a throwaway server, skipped:\n{started.stderr[-1500:]}")
-        return {"skipped": started.stderr[-1500:]}
-    try:
-        return fn(fresh_database(started.stdout.strip().splitlines()[-1]))
-    finally:
-        subprocess.run(["bash", script, "stop"], env=env, text=True, capture_output=True, timeout=120)
-        shutil.rmtree(pg_dir, ignore_errors=True)
 
 
 def fresh_database(server_url: str) -> str:
