@@ -45,8 +45,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return launch_local(cfg.resources.num_workers, sys.argv[1:])
 
     from .data import DataError
-    from .loop import TrialError, run_trial
-    from .models import ModelLoadError
     from .reporting import JsonlReporter, StopFlag
 
     stop = StopFlag()
@@ -58,14 +56,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if checkpoint_dir is None and cfg.resources.checkpoint_every is not None:
         checkpoint_dir = os.path.join(os.path.dirname(os.path.abspath(args.metrics_out)), "checkpoints")
     try:
-        result = run_trial(cfg, reporter, checkpoint_dir=checkpoint_dir, resume_from=args.resume_from)
-    except (TrialError, DataError, ModelLoadError) as err:
+        result = _train_or_replay(cfg, reporter, checkpoint_dir, args.resume_from)
+    except (DataError, _TrialInputError) as err:  # a replay's bad curves too (ReplayError is a DataError)
         print(f"error: {err}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":
         shown = {k: v for k, v in result.items() if k != "by_domain"}
         print(json.dumps(shown))
     return 0 if result["status"] in ("completed", "stopped") else 3
+
+
+class _TrialInputError(Exception):
+    """The trial cannot run as configured (model, settings): one line, exit 2."""
+
+
+def _train_or_replay(cfg, reporter, checkpoint_dir, resume_from) -> dict:
+    from .replay_config import REPLAY_MODEL
+
+    if cfg.model.path == REPLAY_MODEL:  # recorded curves: no torch import (seconds per trial)
+        from .replay import replay_trial
+
+        return replay_trial(cfg, reporter)
+    from .loop import TrialError, run_trial
+    from .models import ModelLoadError
+
+    try:
+        return run_trial(cfg, reporter, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+    except (TrialError, ModelLoadError) as err:
+        raise _TrialInputError(str(err)) from err
 
 
 def _cmd_make_data(args: argparse.Namespace) -> int:

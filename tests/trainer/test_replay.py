@@ -160,6 +160,35 @@ def test_the_replay_path_imports_no_torch():
     assert out.stdout.strip() == "[]"
 
 
+
+def run_cli(tmp_path, model: dict) -> subprocess.CompletedProcess:
+    """`python -m trainer run` on a 5-step replay trial, reporting which heavy modules it imported."""
+    import yaml
+
+    trial = tmp_path / "trial.yaml"
+    trial.write_text(yaml.safe_dump({"model": model, "budget": {"max_steps": 5}}))
+    code = ("import atexit, sys; atexit.register(lambda: print('loaded:', sorted(m for m in ('torch', 'deepspeed',"
+            " 'transformers') if m in sys.modules), file=sys.stderr)); from trainer.__main__ import main; "
+            f"sys.exit(main(['run', {str(trial)!r}, '--metrics-out', {str(tmp_path / 'm.jsonl')!r}]))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_the_trainer_cli_replays_without_importing_torch(tmp_path):
+    out = run_cli(tmp_path, {"path": "builtin:replay", "replay": {"seconds_per_step": 0}})
+    assert out.returncode == 0, out.stderr
+    assert "loaded: []" in out.stderr
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines[:-1]] == [1, 2, 3, 4, 5]
+
+
+def test_the_trainer_cli_names_a_bad_curves_file_in_one_line(tmp_path):
+    bad = tmp_path / "curves.jsonl"
+    bad.write_text("not json\n")
+    out = run_cli(tmp_path, {"path": "builtin:replay", "replay": {"curves": str(bad)}})
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: ") and "curves.jsonl" in out.stderr
+
 # ---- messages ----------------------------------------------------------------------------------
 
 
