@@ -335,9 +335,11 @@ class SweepdClient:
         """The sweep: state, progress, best trial, ledger, spec."""
         return self._json("GET", f"{API}/sweeps/{sweep_id}")
 
-    def list_sweeps(self, state: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """A page of sweeps, newest first: ``{"items": [...], ...}`` as the server sends it."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
+    def list_sweeps(self, state: str | None = None, limit: int = 50, offset: int = 0,
+                    order: str = "newest") -> dict[str, Any]:
+        """A page of sweeps, newest first (``order="start"``: in the order queued sweeps start):
+        ``{"items": [...], ...}`` as the server sends it."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset, "order": order}
         if state is not None:
             params["state"] = state
         return self._json("GET", f"{API}/sweeps", params=params)

@@ -160,9 +160,12 @@ def list_sweeps(
     state: Annotated[SweepState | None, Query(description="only sweeps in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_INT32)] = 0,
+    order: Annotated[Literal["newest", "start"], Query(
+        description="newest first (default), or `start`: the order queued sweeps start in, highest "
+                    "priority first, then oldest (with `state=queued`, the queue)")] = "newest",
 ) -> SweepPage:
-    """Newest first."""
-    page = repo.list_sweeps(session, state=state, limit=limit, offset=offset, load_spec=False)
+    """Newest first, or in start order."""
+    page = repo.list_sweeps(session, state=state, limit=limit, offset=offset, load_spec=False, order=order)
     return SweepPage(items=views.sweep_publics(session, page.items), total=page.total,
                      limit=page.limit, offset=page.offset)
 

@@ -127,12 +127,16 @@ def list_sweeps(
     limit: int = 50,
     offset: int = 0,
     load_spec: bool = True,
+    order: str = "newest",
 ) -> Page[Sweep]:
-    """Sweeps, newest first, optionally only those in ``state`` (one state or several).
+    """Sweeps, newest first (``order="start"``: in the order queued sweeps start, highest
+    priority first, then oldest), optionally only those in ``state`` (one state or several).
     ``load_spec=False``: the spec column is not read (a spec may be a megabyte; the API's list
     reads only the few fields it shows); touching ``.spec`` then loads it, one query per sweep."""
     if limit < 1 or offset < 0:
         raise ValueError(f"need limit >= 1 and offset >= 0, got limit={limit}, offset={offset}")
+    if order not in ("newest", "start"):
+        raise ValueError(f"order must be 'newest' or 'start', got {order!r}")
     cond = []
     if state is not None:
         states = [state] if isinstance(state, (str, SweepState)) else list(state)
@@ -142,7 +146,7 @@ def list_sweeps(
         select(Sweep)
         .options(*(() if load_spec else (defer(Sweep.spec),)))
         .where(*cond)
-        .order_by(Sweep.created_at.desc(), Sweep.id.desc())
+        .order_by(*(START_ORDER if order == "start" else (Sweep.created_at.desc(), Sweep.id.desc())))
         .limit(limit)
         .offset(offset)
     ).all()
@@ -394,6 +398,7 @@ from sweepd.store.tokens import (  # noqa: E402,F401
     verify_token,
 )
 from sweepd.store.sharing import (  # noqa: E402,F401
+    START_ORDER,
     queue_positions,
     queued_in_order,
     set_priority,

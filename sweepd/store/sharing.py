@@ -16,19 +16,20 @@ from sweepd.store.models import Sweep, Trial
 
 # highest priority first, then oldest: the order the supervisor starts queued sweeps in
 _PRIORITY_RANK = case({p: -w for p, w in PRIORITY_WEIGHTS.items()}, value=Sweep.priority, else_=0)
+START_ORDER = (_PRIORITY_RANK, Sweep.created_at, Sweep.id)
 
 
 def queued_in_order(session: Session, *, limit: int = 1000) -> list[Sweep]:
     """Queued sweeps in the order they start: highest priority first, then oldest."""
     stmt = (select(Sweep).where(Sweep.state == SweepState.queued.value)
-            .order_by(_PRIORITY_RANK, Sweep.created_at, Sweep.id).limit(limit))
+            .order_by(*START_ORDER).limit(limit))
     return list(session.scalars(stmt))
 
 
 def queue_positions(session: Session) -> dict[str, int]:
     """Each queued sweep's place in the queue, 1 first."""
     stmt = (select(Sweep.id).where(Sweep.state == SweepState.queued.value)
-            .order_by(_PRIORITY_RANK, Sweep.created_at, Sweep.id))
+            .order_by(*START_ORDER))
     return {sweep_id: i for i, sweep_id in enumerate(session.scalars(stmt), start=1)}
 
 

@@ -175,6 +175,22 @@ def test_queue_positions_follow_priority_then_age(api: Api):
     assert [shown[sid]["queue_position"] for sid in (new_high, old_normal, new_normal)] == [1, 2, 3]
 
 
+
+def test_order_start_pages_through_the_queue_in_the_order_it_starts(api: Api):
+    """The dashboard's Queue card reads the first 200 to start this way, not the newest 200."""
+    low = queued(api, "low", priority="low", minutes_ago=50)
+    old = queued(api, "old", minutes_ago=40)
+    new = queued(api, "new", minutes_ago=10)
+    high = queued(api, "high", priority="high", minutes_ago=5)
+    make_sweep(api.sessions, api.data, state="running")
+    pages = [api.get(f"{API}/sweeps", params={"state": "queued", "order": "start", "limit": 2, "offset": o}).json()
+             for o in (0, 2)]
+    assert [[s["id"] for s in p["items"]] for p in pages] == [[high, old], [new, low]]
+    assert [s["queue_position"] for p in pages for s in p["items"]] == [1, 2, 3, 4]
+    assert list(by_id(api, state="queued")) == [high, new, old, low]  # the default: newest first
+    r = api.get(f"{API}/sweeps", params={"order": "oldest"})
+    assert r.status_code == 422 and "order" in r.text
+
 def test_a_page_costs_the_same_queries_however_many_sweeps_share_the_cluster(api: Api):
     """The counts are one grouped query and the queue one query per page, not one per sweep."""
     statements: list[str] = []

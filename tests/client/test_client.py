@@ -191,7 +191,8 @@ def test_other_routes():
 
     c, _ = make(handler)
     page = c.list_sweeps(state="running", limit=10, offset=5)
-    assert page["q"] == {"state": "running", "limit": "10", "offset": "5"}
+    assert page["q"] == {"state": "running", "limit": "10", "offset": "5", "order": "newest"}
+    assert c.list_sweeps(state="queued", order="start")["q"]["order"] == "start"
     assert [t["number"] for t in c.trials("s1")] == [0, 1]
     assert c.cancel("s1")["state"] == "running"
     assert c.report("s1", "markdown") == "# report" and c.report("s1") == {"sweep_id": "s1"}

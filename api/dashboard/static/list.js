@@ -62,19 +62,18 @@ function renderPager(page) {
   fill(pager, ...parts);
 }
 
-// The queue: the queued sweeps (up to 200, the API's page) in the order they start.
+// The queue: the first queued sweeps to start (up to 200, the API's page), in the order they start.
 const QUEUE_PAGE = 200;
 
 async function loadQueue() {
-  const page = await api('/sweeps', { query: { state: 'queued', limit: QUEUE_PAGE } });
-  const items = page.items.filter((s) => s.queue_position != null)
-    .sort((a, b) => a.queue_position - b.queue_position);
+  const page = await api('/sweeps', { query: { state: 'queued', order: 'start', limit: QUEUE_PAGE } });
+  const items = page.items.filter((s) => s.queue_position != null);
   $('queue-card').hidden = items.length === 0;
   $('queue-count').textContent = page.total ? `(${page.total})` : '';
   fill($('queue-list'), ...items.map(queueItem));
   const more = $('queue-more');
   more.hidden = page.total <= items.length;
-  more.textContent = `and ${page.total - items.length} more queued sweeps (the newest ${QUEUE_PAGE} are shown)`;
+  more.textContent = `and ${page.total - items.length} more queued sweeps after these`;
 }
 
 async function load() {
