@@ -54,8 +54,9 @@ def db_upgrade(
     url: UrlOption = None,
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
-    """Create or upgrade the database schema (idempotent)."""
+    """Create or upgrade the database schema (idempotent), and Optuna's tables in it, if any."""
     from sweepd.store.migrate import current_revision, upgrade
+    from sweepd.store.optuna_schema import upgrade_optuna_tables
 
     target = _url(url)
     before = current_revision(target)
@@ -65,6 +66,9 @@ def db_upgrade(
         typer.echo(f"{_safe(target)}: already at {after}")
     else:
         typer.echo(f"{_safe(target)}: upgraded {before or '(empty)'} -> {after}")
+    if optuna := upgrade_optuna_tables(target):
+        was, now = optuna
+        typer.echo(f"  Optuna's tables: already at {now}" if was == now else f"  Optuna's tables: upgraded {was} -> {now}")
 
 
 @db_app.command("current")

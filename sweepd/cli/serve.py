@@ -57,6 +57,7 @@ def serve(
     import uvicorn
 
     from sweepd.store.migrate import upgrade
+    from sweepd.store.optuna_schema import upgrade_optuna_tables
 
     # the app reads its settings afresh when uvicorn builds it (api/service.py)
     os.environ["SWEEPD_MAX_SWEEPS"] = str(max_sweeps)
@@ -67,6 +68,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
+    upgrade_optuna_tables(settings.resolved_database_url)  # its drivers open their studies there
     typer.echo(f"sweepd serving on http://{host}:{port}/ (API under /api/v1, data in {settings.home})", err=True)
     uvicorn.run(SERVICE_APP, factory=True, host=host, port=port, log_level="warning")
 
