@@ -20,7 +20,7 @@ fi
 echo "run_tests.sh: PostgreSQL for the tests at $SWEEPD_TEST_POSTGRES_URL" >&2
 
 set +e
-$PY -m pytest -q --junitxml=test-artifacts/junit.xml "$@"
+$PY -m pytest -q --durations=25 --junitxml=test-artifacts/junit.xml "$@"
 rc=$?
 set -e
 exit $rc
