@@ -171,6 +171,12 @@ class Service:
                                 "AND started_at IS NOT NULL ORDER BY started_at", (sweep_id,)).fetchall()
         return [(_unix(started), _unix(finished) if finished else None) for started, finished in rows]
 
+    def driver_pid(self, sweep_id: str) -> int:
+        """The pid of the driver that holds the sweep (its ``controller``: "pid@host")."""
+        with self.db() as conn:
+            controller = conn.execute("SELECT controller FROM sweepd_sweeps WHERE id = ?", (sweep_id,)).fetchone()[0]
+        return int(controller.split("@", 1)[0])
+
     def asked_for_a_trial(self, sweep_id: str) -> bool:
         """Its searcher suggested a trial (an Optuna trial exists in its study)."""
         with self.db() as conn:

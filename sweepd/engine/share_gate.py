@@ -15,6 +15,7 @@ import time
 
 log = logging.getLogger(__name__)
 RECHECK_S = 0.5
+WAITING_ASK_S = 0.5  # a sweep with no trial live asks its searcher this often (Ray Tune's own: 1 s)
 
 
 class ShareGate:
@@ -61,8 +62,11 @@ def poll_searcher_briefly() -> None:
     whose share is 0 for now), polls the searcher for up to 10 minutes without tending its actors,
     so the actor of the trial that just ended keeps its CPUs and GPUs and the sweep whose turn it
     is never gets them. Ask once per step instead: the controller's step goes on to release the
-    actor, and the next step asks again. (TuneController._update_trial_queue is private: checked here, and
-    left as it is if its signature ever changes.)"""
+    actor, and the next step asks again. Between two such asks, wait WAITING_ASK_S: with no trial
+    live and no actor left to stop, the step's wait for an actor event returns at once, and the
+    driver would spin a whole core (at normal priority, against Ray's trial workers at nice 15) for
+    as long as it waits for its turn. (TuneController's _update_trial_queue and _actor_manager are
+    private: checked here, and left as they are if they ever change.)"""
     import inspect
 
     from ray.tune.execution.tune_controller import TuneController
@@ -76,7 +80,11 @@ def poll_searcher_briefly() -> None:
         return
 
     def update_trial_queue(self, blocking: bool = False, timeout: int = 600):
-        return original(self, blocking=blocking, timeout=0)
+        added = original(self, blocking=blocking, timeout=0)
+        # blocking: no trial is live; wait only once no actor is left to stop either
+        if blocking and not added and not getattr(getattr(self, "_actor_manager", None), "num_live_actors", 1):
+            time.sleep(WAITING_ASK_S)
+        return added
 
     update_trial_queue._sweepd_brief = True
     TuneController._update_trial_queue = update_trial_queue

@@ -100,6 +100,7 @@ class Supervisor:
         self.silent: dict[str, tuple[datetime | None, float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Lock()  # stop() and the thread may both stop the children
         # the Ray every driver joins (sweepd/service/cluster.py; None: each driver starts its own)
         self.cluster = cluster
         self.shares = ShareKeeper(engine, cluster)
@@ -112,20 +113,31 @@ class Supervisor:
 
     def stop(self) -> None:
         """Stop ticking and SIGTERM every driver (a clean shutdown: their sweeps stay RUNNING and
-        resume on the next start); kill those still there after STOP_WAIT_SECONDS."""
+        resume on the next start); kill those still there after STOP_WAIT_SECONDS; then stop the
+        local Ray head. The supervisor's thread does this itself before it ends: its children die
+        with the thread that started them (PR_SET_PDEATHSIG is per thread), so a thread that ended
+        first would SIGKILL them, and the Ray head killed so leaves its agents and trial workers
+        running without it."""
         self._stop.set()
         if self._thread:
-            self._thread.join(timeout=10)
-        for d in self.drivers.values():
-            d.proc.send_signal(signal.SIGTERM)
-        for d in self.drivers.values():
-            try:
-                d.proc.wait(timeout=STOP_WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                d.proc.kill()
-                d.proc.wait()
-        if self.cluster is not None:
-            self.cluster.stop()
+            self._thread.join(timeout=10 + 2 * STOP_WAIT_SECONDS)
+            if not self._thread.is_alive():
+                return
+        self._stop_children()  # no thread, or one stuck in a tick: it still holds its children
+
+    def _stop_children(self) -> None:
+        with self._stopping:
+            for d in self.drivers.values():
+                if d.proc.poll() is None:
+                    d.proc.send_signal(signal.SIGTERM)
+            for d in self.drivers.values():
+                try:
+                    d.proc.wait(timeout=STOP_WAIT_SECONDS)
+                except subprocess.TimeoutExpired:
+                    d.proc.kill()
+                    d.proc.wait()
+            if self.cluster is not None:
+                self.cluster.stop()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -134,6 +146,7 @@ class Supervisor:
             except Exception:  # keep supervising through a transient database error
                 log.exception("supervisor tick failed")
             self._stop.wait(self.tick_seconds)
+        self._stop_children()
 
     # ---- one pass ---------------------------------------------------------------------------
 
