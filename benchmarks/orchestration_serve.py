@@ -55,11 +55,19 @@ def _unix(stored: str) -> float:
 
 # ---- what runs under the service ----------------------------------------------------------------
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def proc_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state, ppid, ...), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def descendants(pid: int) -> list[int]:
@@ -71,11 +79,8 @@ def descendants_with_parents(pid: int) -> list[tuple[int, int]]:
     tree: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(ppid, []).append(int(entry))
+            if (fields := proc_fields(int(entry))) is not None:
+                tree.setdefault(int(fields[1]), []).append(int(entry))
     found, todo = [], [pid]
     while todo:
         parent = todo.pop()
@@ -90,13 +95,13 @@ def ray_instances(serve_pid: int) -> int:
     exec (a worker being started) still shows the raylet's command line, so a raylet counts only
     when its parent is not one."""
     procs = descendants_with_parents(serve_pid)
-    raylets = {pid for pid, _ in procs if _cmdline(pid).split(" ", 1)[0].endswith("/raylet")}
+    raylets = {pid for pid, _ in procs if cmdline(pid).split(" ", 1)[0].endswith("/raylet")}
     return sum(1 for pid, parent in procs if pid in raylets and parent not in raylets)
 
 
 def trial_actors(serve_pid: int) -> int:
     """Trial actors alive under the service, each holding its trial's CPU."""
-    return sum(_cmdline(p).startswith("ray::ImplicitFunc") for p in descendants(serve_pid))
+    return sum(cmdline(p).startswith("ray::ImplicitFunc") for p in descendants(serve_pid))
 
 
 # ---- the service -------------------------------------------------------------------------------

@@ -128,8 +128,7 @@ class Supervisor:
     def _stop_children(self) -> None:
         with self._stopping:
             for d in self.drivers.values():
-                if d.proc.poll() is None:
-                    d.proc.send_signal(signal.SIGTERM)
+                d.proc.send_signal(signal.SIGTERM)  # a no-op on one that has ended
             for d in self.drivers.values():
                 try:
                     d.proc.wait(timeout=STOP_WAIT_SECONDS)

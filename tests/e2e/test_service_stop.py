@@ -10,9 +10,8 @@ agents and the trial workers ran on, orphaned, for a minute or more.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from benchmarks.orchestration_serve import Service, descendants, replay_spec, trial_actors
+from benchmarks.orchestration_serve import Service, cmdline, descendants, proc_fields, replay_spec, trial_actors
 
 # Orphaned by a killed Ray head, its agents lived a minute or more (they notice the raylet is gone);
 # a clean stop waits for what it stops, so at most a process still exiting is left when it returns.
@@ -21,17 +20,8 @@ EXIT_GRACE_S = 5.0
 
 def _running(pid: int) -> bool:
     """Alive and not a zombie (an exited child its new parent has not reaped yet)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:100]
-    except OSError:
-        return "?"
+    fields = proc_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def test_a_stopped_service_leaves_no_process_of_its_own_running(tmp_path):
@@ -43,7 +33,7 @@ def test_a_stopped_service_leaves_no_process_of_its_own_running(tmp_path):
             assert time.monotonic() < deadline, service.sweeps([sweep])
             time.sleep(0.2)
         started = descendants(service.proc.pid)
-        names = {pid: _name(pid) for pid in started}
+        names = {pid: cmdline(pid)[:100] for pid in started}
     finally:
         service.stop()
 

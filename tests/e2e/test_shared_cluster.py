@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
-from benchmarks.orchestration_serve import (CORES, Service, concurrent_sweeps_through_serve,
+from benchmarks.orchestration_serve import (CORES, Service, concurrent_sweeps_through_serve, proc_fields,
                                             replay_spec)
 
 # From a trial's end to the next one's start: Ray tears down one actor and starts another in a new
@@ -27,7 +26,7 @@ WAITING_WINDOW_S = 3.0
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
